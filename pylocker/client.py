@@ -1,0 +1,249 @@
+"""The connecting role: one I/O thread owns the DEALER socket; user threads wait on Events.
+
+A user thread registers a call under a fresh request id, queues its frame and wakes
+the I/O thread; the I/O thread sends it, and sets the call's Event when the reply
+(or, for a queued acquire, the server's later push) arrives. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import Callable, Final
+
+from . import protocol as p
+from .errors import (
+    AuthenticationError,
+    LockTimeout,
+    NotConnected,
+    PylockerError,
+    RemoteProtocolError,
+)
+from .transport.keys import CurveKeys
+from .transport.sockets import ClientEndpoint
+
+HEARTBEAT: Final = 1.0  # seconds between heartbeats when otherwise idle
+REPLY_SLACK: Final = 5.0  # how long past its own deadline a call waits for the server
+STOP_TIMEOUT: Final = 5.0
+
+LostCallback = Callable[[str, str], None]
+
+
+class _Call:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reply: p.Message | PylockerError | None = None
+
+
+class Client:
+    """A connection to one serving locker, shared by every thread of this locker."""
+
+    def __init__(self, keys: CurveKeys, host: str, port: int, *, name: str, unique_name: str,
+                 logger: logging.Logger, on_lost: LostCallback | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._keys = keys
+        self.host = host
+        self.port = port
+        self.name = name
+        self.unique_name = unique_name
+        self._log = logger
+        self._on_lost = on_lost
+        self._clock = clock
+        self._calls: dict[int, _Call] = {}
+        self._calls_lock = threading.Lock()
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._ids = itertools.count(1)
+        self._running = False
+        self._failure: PylockerError | None = None
+        self._last_heard = 0.0
+        self._lease: float | None = None
+        self._endpoint: ClientEndpoint | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self.welcome: p.Welcome | None = None
+
+    # --------------------------------------------------------------- lifecycle
+    def connect(self, timeout: float) -> p.Welcome:
+        """Open the connection and say hello; raises NotConnected/AuthenticationError."""
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=f"pylocker-client-{self.name}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        try:
+            reply = self._call(p.Hello(0, self.name, self.unique_name, os.getpid()), timeout)
+        except PylockerError:
+            self.close(say_bye=False)
+            raise
+        if not isinstance(reply, p.Welcome):
+            self.close(say_bye=False)
+            raise NotConnected(f"unexpected answer to hello: {reply!r}")
+        self.welcome = reply
+        self._lease = reply.lease
+        return reply
+
+    def close(self, say_bye: bool = True) -> None:
+        """Say goodbye (the server frees our locks) and stop the I/O thread."""
+        if not self._running:
+            return
+        if say_bye and self._failure is None:
+            self._outbox.append(p.encode(p.Bye(0)))
+        self._running = False
+        endpoint = self._endpoint
+        if endpoint is not None:
+            endpoint.waker.wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(STOP_TIMEOUT)
+        self._fail_all(NotConnected("the connection was closed"))
+
+    @property
+    def connected(self) -> bool:
+        return self._running and self._failure is None and self.welcome is not None
+
+    # ---------------------------------------------------------------- requests
+    def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]:
+        """Lock ``names``; returns (lock id, fencing token) or raises LockTimeout."""
+        wait = None if timeout is None else timeout + REPLY_SLACK
+        request_id, call = self._send(lambda rid: p.Acquire(rid, names, timeout))
+        reply = self._wait(request_id, call, wait)
+        if reply is None:
+            # The server did not answer in time: withdraw, and release a late grant (see _deliver).
+            self._outbox.append(p.encode(p.Cancel(request_id)))
+            self._wake()
+            raise NotConnected(f"no answer from the serving locker within {wait} s")
+        if isinstance(reply, p.Grant):
+            return reply.lock_id, reply.token
+        if isinstance(reply, p.Timeout):
+            raise LockTimeout(names, timeout)
+        raise _as_error(reply)
+
+    def release(self, lock_id: str, timeout: float) -> int:
+        """Release ``lock_id``; 1 released, 0 not held by us. Raises on failure."""
+        reply = self._call(p.Release(0, lock_id), timeout)
+        if isinstance(reply, p.Released):
+            return reply.code
+        raise _as_error(reply)
+
+    def _call(self, message: p.Message, timeout: float) -> p.Message:
+        request_id, call = self._send(lambda rid: message._replace(request_id=rid))  # type: ignore[union-attr]
+        reply = self._wait(request_id, call, timeout)
+        if reply is None:
+            raise NotConnected(f"no answer from the serving locker within {timeout} s")
+        return reply
+
+    def _send(self, build: Callable[[int], p.Message]) -> tuple[int, _Call]:
+        if self._failure is not None:
+            raise self._failure
+        if not self._running:
+            raise NotConnected("not connected")
+        request_id = next(self._ids)
+        call = _Call()
+        with self._calls_lock:
+            self._calls[request_id] = call
+        self._outbox.append(p.encode(build(request_id)))
+        self._wake()
+        return request_id, call
+
+    def _wait(self, request_id: int, call: _Call, timeout: float | None) -> p.Message | None:
+        call.event.wait(timeout)
+        with self._calls_lock:
+            self._calls.pop(request_id, None)
+        reply = call.reply
+        if isinstance(reply, PylockerError):
+            raise reply
+        return reply
+
+    def _wake(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is not None:
+            endpoint.waker.wake()
+
+    # ---------------------------------------------------------------- I/O loop
+    def _run(self) -> None:
+        try:
+            endpoint = ClientEndpoint(self._keys, self.host, self.port, self.unique_name.encode(),
+                                      self._log, self._auth_failed)
+        except Exception as exc:
+            self._failure = NotConnected(f"cannot open a connection: {exc}")
+            self._ready.set()
+            return
+        self._endpoint = endpoint
+        self._ready.set()
+        self._last_heard = last_sent = self._clock()
+        try:
+            while self._running or self._outbox:
+                now = self._clock()
+                timeout = max(0.0, last_sent + HEARTBEAT - now) if not self._outbox else 0.0
+                readable, _ = endpoint.poll(timeout if self._running else 0.0)
+                if readable:
+                    for data in endpoint.receive():
+                        self._deliver(data)
+                if self._outbox:
+                    last_sent = self._clock()
+                    while self._outbox:
+                        endpoint.send(self._outbox.popleft())
+                elif not self._running:
+                    break
+                now = self._clock()
+                if self.welcome is not None and now - last_sent >= HEARTBEAT:
+                    endpoint.send(p.encode(p.Heartbeat(0)))
+                    last_sent = now
+                if self._lease is not None and now - self._last_heard > self._lease and self._failure is None:
+                    self._log.error("the serving locker at %s:%s stopped answering", self.host, self.port)
+                    self._fail_all(NotConnected("the serving locker stopped answering"))
+        except PylockerError as exc:
+            self._fail_all(exc)
+        except Exception:
+            self._log.exception("the client loop failed")
+            self._fail_all(NotConnected("the client loop failed"))
+        finally:
+            self._running = False
+            self._endpoint = None
+            endpoint.close()
+
+    def _deliver(self, data: bytes) -> None:
+        self._last_heard = self._clock()
+        try:
+            message = p.decode(data)
+        except RemoteProtocolError as exc:
+            self._log.warning("bad frame from the serving locker: %s", exc)
+            return
+        if isinstance(message, p.Expire):
+            self._log.warning("lock %s was taken from us (%s)", message.lock_id, message.reason)
+            if self._on_lost is not None:
+                self._on_lost(message.lock_id, message.reason)
+            return
+        with self._calls_lock:
+            call = self._calls.get(message.request_id)
+        if call is None:
+            if isinstance(message, p.Grant):  # granted after its caller gave up
+                self._outbox.append(p.encode(p.Release(0, message.lock_id)))
+            elif isinstance(message, p.Error):
+                self._log.warning("the serving locker said: %s", message.message)
+            return
+        call.reply = message
+        call.event.set()
+
+    def _auth_failed(self) -> None:
+        self._fail_all(AuthenticationError("the serving locker refused our credentials (wrong password?)"))
+
+    def _fail_all(self, error: PylockerError) -> None:
+        if self._failure is None:
+            self._failure = error
+        with self._calls_lock:
+            calls = list(self._calls.values())
+        for call in calls:
+            if call.reply is None:
+                call.reply = error
+            call.event.set()
+
+
+def _as_error(reply: p.Message) -> PylockerError:
+    if isinstance(reply, p.Error):
+        return PylockerError(reply.message)
+    return RemoteProtocolError(f"unexpected reply {type(reply).__name__}")

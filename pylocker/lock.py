@@ -1,0 +1,69 @@
+"""The pythonic lock: a context manager that raises instead of returning codes."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .errors import LockNotHeld
+
+if TYPE_CHECKING:
+    from .locker import ServerLocker
+
+
+class Lock:
+    """Names held together for a with-block (or between ``acquire`` and ``release``).
+
+    Not re-entrant: acquiring a name this locker already holds waits like any other
+    request. ``acquire`` returns False only when the lock was not granted in time;
+    connection and protocol failures raise.
+    """
+
+    def __init__(self, locker: ServerLocker, names: list[str], timeout: float) -> None:
+        self._locker = locker
+        self.names = tuple(names)
+        self.timeout = timeout
+        self.lock_id: str | None = None
+        self.token: int | None = None
+
+    @property
+    def is_acquired(self) -> bool:
+        """True while this lock is held (False once released, or taken by maxLockTime)."""
+        return self.lock_id is not None and self.lock_id in self._locker._owned
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` (default: the lock's) for every name; False if not granted."""
+        from .errors import LockTimeout
+
+        if self.lock_id is not None:
+            raise RuntimeError(f"{self!r} is already acquired")
+        wait = 0.0 if not blocking else (self.timeout if timeout is None else timeout)
+        try:
+            self.lock_id, self.token = self._locker._acquire(list(self.names), wait)
+        except LockTimeout:
+            return False
+        return True
+
+    def release(self) -> None:
+        """Release the names; raises LockNotHeld if the lock is not held any more."""
+        lock_id, self.lock_id, self.token = self.lock_id, None, None
+        if lock_id is None:
+            raise LockNotHeld("")
+        if self._locker._release(lock_id) == 0:
+            raise LockNotHeld(lock_id)
+
+    def __enter__(self) -> Lock:
+        from .errors import LockTimeout
+
+        if not self.acquire():
+            raise LockTimeout(self.names, self.timeout)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.lock_id is not None:
+            self._locker._release(self.lock_id)
+            self.lock_id = self.token = None
+
+    def __repr__(self) -> str:
+        return f"<Lock {list(self.names)!r} id={self.lock_id}>"

@@ -1,0 +1,334 @@
+"""The serving role: one I/O thread owns the sockets and drives the lock table.
+
+Remote lockers talk to the table through the ROUTER socket; the serving locker's
+own threads call ``acquire``/``release`` here directly (under the table mutex, no
+socket crossed) and are woken by their own Event. Replies that must leave through
+a socket are queued in an outbox and sent by the I/O thread only.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import secrets
+import threading
+import time
+from typing import Callable, Final, NamedTuple
+
+from . import protocol as p
+from .errors import LockTimeout, NotStarted, PylockerError, RemoteProtocolError
+from .table import Dropped, Effect, Expired, Granted, LockTable, TimedOut
+from .transport.keys import CurveKeys
+from .transport.sockets import ServerEndpoint
+
+LOCAL: Final = b""  # the owner id of the serving locker's own requests
+TICK: Final = 1.0  # housekeeping period of the I/O thread, seconds
+START_TIMEOUT: Final = 10.0
+LOCAL_SLACK: Final = 1.0  # how long a local waiter trusts the I/O thread past its deadline
+
+LostCallback = Callable[[str, str], None]
+
+
+class ClientInfo(NamedTuple):
+    name: str
+    unique_name: str
+    pid: int
+
+
+class _Waiter:
+    __slots__ = ("error", "event", "token")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.token = 0
+        self.error: PylockerError | None = None
+
+
+class Server:
+    """Serves the lock table on a ROUTER socket; also the in-process lock API."""
+
+    def __init__(self, keys: CurveKeys, host: str, port: int, *, name: str, unique_name: str,
+                 max_lock_time: float | None, lease: float | None, logger: logging.Logger,
+                 first_token: int = 1, epoch: int = 0,
+                 extra_client_keys: set[bytes] | None = None,
+                 on_local_lost: LostCallback | None = None,
+                 on_tick: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._keys = keys
+        self._host = host
+        self._requested_port = port
+        self.name = name
+        self.unique_name = unique_name
+        self.epoch = epoch
+        self._log = logger
+        self._extra_keys = extra_client_keys
+        self._on_local_lost = on_local_lost
+        self._on_tick = on_tick
+        self._clock = clock
+        self._table = LockTable(max_lock_time=max_lock_time, lease=lease, first_token=first_token)
+        self._mutex = threading.Lock()
+        self._waiters: dict[str, _Waiter] = {}
+        self._queued: dict[tuple[bytes, int], str] = {}  # (peer, request id) -> waiting lock id
+        self._clients: dict[bytes, ClientInfo] = {}
+        self._outbox: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._id_prefix = secrets.token_hex(4) + "-"
+        self._ids = itertools.count(1)
+        self._planned_wake = 0.0
+        self._running = False
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._endpoint: ServerEndpoint | None = None
+        self.port = 0
+        self.pub_port = 0
+
+    # --------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Bind and serve from a new I/O thread; raises if binding fails."""
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=f"pylocker-server-{self.name}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(START_TIMEOUT):
+            self._running = False
+            raise NotStarted()
+        if self._start_error is not None:
+            self._running = False
+            raise self._start_error
+
+    def stop(self) -> None:
+        """Stop serving: close the sockets and fail every local waiter."""
+        self._running = False
+        endpoint = self._endpoint
+        if endpoint is not None:
+            endpoint.waker.wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(START_TIMEOUT)
+        with self._mutex:
+            for waiter in self._waiters.values():
+                waiter.error = NotStarted()
+                waiter.event.set()
+            self._waiters.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._running and self._thread is not None and self._thread.is_alive()
+
+    # ---------------------------------------------------------- in-process API
+    def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]:
+        """Lock ``names`` for the serving locker itself; returns (lock id, fencing token)."""
+        if not self._running:
+            raise NotStarted()
+        lock_id = self._new_id()
+        with self._mutex:
+            now = self._clock()
+            effects = self._table.acquire(lock_id, LOCAL, names, timeout, now)
+            if effects:
+                effect = effects[0]
+                if isinstance(effect, Granted):
+                    return lock_id, effect.token
+                raise LockTimeout(names, timeout)
+            waiter = self._waiters[lock_id] = _Waiter()
+            if timeout is not None and now + timeout < self._planned_wake and self._endpoint:
+                self._endpoint.waker.wake()
+        if waiter.event.wait(None if timeout is None else timeout + LOCAL_SLACK):
+            return self._outcome(lock_id, names, timeout, waiter)
+        with self._mutex:  # the I/O thread is late or gone: decide here
+            cancelled, effects = self._table.cancel(lock_id, self._clock())
+            self._dispatch(effects)
+            if cancelled:
+                del self._waiters[lock_id]
+                raise LockTimeout(names, timeout)
+        waiter.event.wait()
+        return self._outcome(lock_id, names, timeout, waiter)
+
+    @staticmethod
+    def _outcome(lock_id: str, names: list[str], timeout: float | None, waiter: _Waiter) -> tuple[str, int]:
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.token == 0:
+            raise LockTimeout(names, timeout)
+        return lock_id, waiter.token
+
+    def release(self, lock_id: str) -> bool:
+        """Release a lock of the serving locker; False when it does not hold ``lock_id``."""
+        with self._mutex:
+            released, effects = self._table.release(lock_id, self._clock(), LOCAL)
+            if effects:
+                self._dispatch(effects)
+        return released
+
+    def snapshot(self) -> list[tuple[str, tuple[str, ...], ClientInfo | None, int]]:
+        """Every held lock: (lock id, names, holder (None for the server), token)."""
+        with self._mutex:
+            return [(h.lock_id, h.names, self._clients.get(h.owner) if h.owner != LOCAL else None, h.token)
+                    for h in self._table.held_locks()]
+
+    def set_max_lock_time(self, seconds: float | None) -> None:
+        with self._mutex:
+            self._table.max_lock_time = seconds
+
+    @property
+    def max_lock_time(self) -> float | None:
+        return self._table.max_lock_time
+
+    @property
+    def lease(self) -> float | None:
+        return self._table.lease
+
+    def clients(self) -> dict[bytes, ClientInfo]:
+        with self._mutex:
+            return dict(self._clients)
+
+    # ---------------------------------------------------------------- internals
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    def _dispatch(self, effects: list[Effect]) -> None:
+        """Turn table effects into wake-ups and outgoing frames. Caller holds the mutex."""
+        outbox = self._outbox
+        for effect in effects:
+            owner = effect.owner
+            if owner == LOCAL:
+                if isinstance(effect, Expired):
+                    if self._on_local_lost is not None:
+                        self._on_local_lost(effect.lock_id, effect.reason)
+                    continue
+                waiter = self._waiters.pop(effect.lock_id, None)
+                if waiter is not None:
+                    if isinstance(effect, Granted):
+                        waiter.token = effect.token
+                    waiter.event.set()
+                continue
+            if isinstance(effect, Granted):
+                self._queued.pop((owner, effect.tag), None)  # type: ignore[arg-type]
+                frame = p.encode(p.Grant(effect.tag, effect.lock_id, effect.token))  # type: ignore[arg-type]
+            elif isinstance(effect, TimedOut):
+                self._queued.pop((owner, effect.tag), None)  # type: ignore[arg-type]
+                frame = p.encode(p.Timeout(effect.tag))  # type: ignore[arg-type]
+            elif isinstance(effect, Dropped):
+                self._queued.pop((owner, effect.tag), None)  # type: ignore[arg-type]
+                frame = p.encode(p.Error(effect.tag, f"request dropped: {effect.reason}"))  # type: ignore[arg-type]
+            else:
+                self._log.info("lock %s of %r expired (%s)", effect.lock_id, owner, effect.reason)
+                frame = p.encode(p.Expire(0, effect.lock_id, effect.reason))
+            outbox.append((owner, frame))  # type: ignore[arg-type]
+        if outbox and self._endpoint is not None and threading.current_thread() is not self._thread:
+            self._endpoint.waker.wake()
+
+    def _run(self) -> None:
+        try:
+            endpoint = ServerEndpoint(self._keys, self._host, self._requested_port, self._log,
+                                      self._extra_keys)
+        except BaseException as exc:  # reported to start()'s caller
+            self._start_error = exc
+            self._started.set()
+            return
+        self._endpoint = endpoint
+        self.port, self.pub_port = endpoint.port, endpoint.pub_port
+        self._started.set()
+        next_tick = self._clock() + TICK
+        try:
+            while self._running:
+                with self._mutex:
+                    deadline = self._table.next_deadline()
+                now = self._clock()
+                wake_at = next_tick if deadline is None else min(deadline, next_tick)
+                self._planned_wake = wake_at
+                if self._outbox:
+                    wake_at = now
+                if endpoint.poll(max(0.0, wake_at - now)):
+                    for peer, frames in endpoint.receive():
+                        self._handle(peer, frames)
+                now = self._clock()
+                with self._mutex:
+                    effects = self._table.expire(now)
+                    if effects:
+                        self._dispatch(effects)
+                self._flush(endpoint)
+                if now >= next_tick:
+                    next_tick = now + TICK
+                    if self._on_tick is not None:
+                        self._on_tick()
+        except Exception:
+            self._log.exception("the serving loop failed")
+        finally:
+            self._running = False
+            self._endpoint = None
+            endpoint.close()
+
+    def _flush(self, endpoint: ServerEndpoint) -> None:
+        outbox = self._outbox
+        while outbox:
+            peer, frame = outbox.popleft()
+            endpoint.send(peer, frame)
+
+    def _handle(self, peer: bytes, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self._log.warning("dropped a %d-part message from %r", len(frames), peer)
+            return
+        try:
+            message = p.decode(frames[0])
+        except RemoteProtocolError as exc:
+            self._log.warning("bad frame from %r: %s", peer, exc)
+            self._outbox.append((peer, p.encode(p.Error(0, f"bad frame: {exc}"))))
+            return
+        with self._mutex:
+            now = self._clock()
+            table = self._table
+            table.touch(peer, now)
+            kind = type(message)
+            if kind is p.Acquire:
+                self._on_acquire(peer, message, now)  # type: ignore[arg-type]
+            elif kind is p.Release:
+                self._on_release(peer, message, now)  # type: ignore[arg-type]
+            elif kind is p.Cancel:
+                lock_id = self._queued.pop((peer, message.request_id), None)
+                if lock_id is not None:
+                    cancelled, effects = table.cancel(lock_id, now, peer)
+                    self._dispatch(effects)
+            elif kind is p.Heartbeat:
+                self._outbox.append((peer, p.encode(p.Pong(message.request_id))))
+            elif kind is p.Hello:
+                hello: p.Hello = message  # type: ignore[assignment]
+                self._clients[peer] = ClientInfo(hello.name, hello.unique_name, hello.pid)
+                self._log.debug("client %s (%s) connected", hello.unique_name, hello.name)
+                self._outbox.append((peer, p.encode(p.Welcome(
+                    hello.request_id, self.unique_name, self.name, table.max_lock_time, table.lease,
+                    self.pub_port, self.epoch))))
+            elif kind is p.Bye:
+                self._forget(peer, now)
+            else:
+                self._outbox.append((peer, p.encode(p.Error(message.request_id,
+                                                            f"{kind.__name__} is not a request"))))
+
+    def _on_acquire(self, peer: bytes, message: p.Acquire, now: float) -> None:
+        lock_id = self._new_id()
+        key = (peer, message.request_id)
+        if key in self._queued:
+            self._outbox.append((peer, p.encode(p.Error(message.request_id, "request id in use"))))
+            return
+        effects = self._table.acquire(lock_id, peer, message.names, message.timeout, now,
+                                      tag=message.request_id)
+        if effects:
+            self._dispatch(effects)
+        else:
+            self._queued[key] = lock_id
+
+    def _on_release(self, peer: bytes, message: p.Release, now: float) -> None:
+        held = self._table.get(message.lock_id)
+        if held is not None and held.owner != peer:
+            reply: p.Message = p.Error(message.request_id, "lock is held by another locker")
+        else:
+            released, effects = self._table.release(message.lock_id, now, peer)
+            if effects:
+                self._dispatch(effects)
+            reply = p.Released(message.request_id, 1 if released else 0)
+        self._outbox.append((peer, p.encode(reply)))
+
+    def _forget(self, peer: bytes, now: float) -> None:
+        self._clients.pop(peer, None)
+        for key in [k for k in self._queued if k[0] == peer]:
+            del self._queued[key]
+        effects = self._table.drop_owner(peer, now)
+        self._dispatch([e for e in effects if not isinstance(e, (Expired, Dropped))])

@@ -1,0 +1,156 @@
+"""The server file: who serves, and the OS lock that elects exactly one server.
+
+The fingerprint (unique name, timestamp, address, port, pid, epoch) is JSON,
+written to a random temp file in the same folder and renamed over the server file,
+so a reader never sees half of it. It holds no secret. Files are owner-only; a
+symlink at the server file's path, or a file that another user owns, is refused.
+
+Election: whoever holds an exclusive ``flock`` on ``<server file>.lock`` serves.
+The kernel drops that lock when the holder dies, so a crashed server never blocks
+an election, and two lockers started at the same instant can never both serve.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+import tempfile
+import time
+from typing import Any, NamedTuple
+
+from .errors import ServerFileError
+
+DEFAULT_NAME = ".pylocker.serverlocker"
+
+
+def default_path() -> str:
+    return os.path.join(os.path.expanduser("~"), DEFAULT_NAME)
+
+
+class Fingerprint(NamedTuple):
+    unique_name: str
+    timestamp: float
+    address: str
+    port: int
+    pid: int
+    name: str = ""
+    epoch: int = 0
+    last_token: int = 0
+
+
+def _check_owned(info: os.stat_result, path: str) -> None:
+    if info.st_uid != os.geteuid():
+        raise ServerFileError(f"{path!r} belongs to another user (uid {info.st_uid}); refusing to use it")
+
+
+def _refuse_symlink(path: str) -> os.stat_result | None:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        raise ServerFileError(f"{path!r} is a symbolic link; refusing to follow it")
+    if not stat.S_ISREG(info.st_mode):
+        raise ServerFileError(f"{path!r} is not a regular file")
+    _check_owned(info, path)
+    return info
+
+
+def read(path: str) -> Fingerprint | None:
+    """The fingerprint in ``path``; None when there is none. Raises ServerFileError if unsafe or corrupt."""
+    if _refuse_symlink(path) is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(65536)
+    try:
+        data: Any = json.loads(raw)
+        return Fingerprint(
+            unique_name=str(data["uniqueName"]), timestamp=float(data["timestamp"]),
+            address=str(data["address"]), port=int(data["port"]), pid=int(data["pid"]),
+            name=str(data.get("name", "")), epoch=int(data.get("epoch", 0)),
+            last_token=int(data.get("lastToken", 0)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServerFileError(f"{path!r} does not hold a server fingerprint: {exc}") from None
+
+
+def write(path: str, fingerprint: Fingerprint) -> None:
+    """Replace ``path`` atomically with ``fingerprint`` (mode 0600)."""
+    _refuse_symlink(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    data = json.dumps({
+        "uniqueName": fingerprint.unique_name, "timestamp": fingerprint.timestamp,
+        "address": fingerprint.address, "port": fingerprint.port, "pid": fingerprint.pid,
+        "name": fingerprint.name, "epoch": fingerprint.epoch, "lastToken": fingerprint.last_token,
+    }).encode()
+    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+def remove_if_ours(path: str, unique_name: str) -> None:
+    """Delete the server file if it still names ``unique_name``."""
+    try:
+        current = read(path)
+    except ServerFileError:
+        return
+    if current is not None and current.unique_name == unique_name:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class ElectionLock:
+    """The OS lock that makes its holder the one serving locker of a server file."""
+
+    def __init__(self, server_file: str) -> None:
+        self.path = server_file + ".lock"
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; never blocks."""
+        if self._fd is not None:
+            return True
+        _refuse_symlink(self.path)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            _check_owned(os.fstat(fd), self.path)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def is_fresh(fingerprint: Fingerprint, max_age: float) -> bool:
+    return time.time() - fingerprint.timestamp <= max_age

@@ -1,0 +1,398 @@
+"""The lock table: every lock rule of pylocker, with no sockets, threads or clock.
+
+Theory of operation
+-------------------
+A *request* asks for one or many names at once, on behalf of an *owner* (one
+connected locker), under a *lock id* chosen by the caller. It is granted all of
+its names or none of them.
+
+* **FIFO per name.** A request that cannot be granted at once enters the queue of
+  every name it asks for, in one step. It is granted when it is at the head of all
+  of those queues and none of its names is held. Requests therefore keep their
+  place: a later single-name request never overtakes an earlier multi-name one,
+  even when its own name happens to be free.
+* **No deadlock among waiters.** Arrival order is one total order, and every queue
+  is a slice of it, so the oldest waiting request is at the head of each of its
+  queues and is granted as soon as its names are released.
+* **Deadlines are the caller's clock.** ``now`` is passed in to every call. A
+  request whose deadline has passed is answered ``TimedOut`` and never granted,
+  even if its names free up in the same instant.
+* **maxLockTime.** A grant made while ``max_lock_time`` is set expires that many
+  seconds later; the holder is told through an ``Expired`` effect.
+* **Leases.** An owner registered with a lease must ``touch`` the table before the
+  lease runs out; otherwise all its grants expire and its requests are dropped.
+* **Fencing tokens.** Every grant carries an integer token larger than any token
+  granted before by this table (``first_token`` lets a successor table continue a
+  predecessor's sequence).
+
+Calls return *effects* (``Granted``, ``TimedOut``, ``Expired``, ``Dropped``) that the
+caller turns into replies; the table itself never logs, sleeps or reads a clock.
+``next_deadline()`` says when ``expire(now)`` has work to do.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Hashable, Iterable, NamedTuple, Sequence, Union
+
+Owner = Hashable
+
+
+class Granted(NamedTuple):
+    lock_id: str
+    owner: Owner
+    tag: object
+    names: tuple[str, ...]
+    token: int
+
+
+class TimedOut(NamedTuple):
+    lock_id: str
+    owner: Owner
+    tag: object
+    names: tuple[str, ...]
+
+
+class Dropped(NamedTuple):
+    """A waiting request removed because its owner went away."""
+
+    lock_id: str
+    owner: Owner
+    tag: object
+    names: tuple[str, ...]
+    reason: str
+
+
+class Expired(NamedTuple):
+    """A held lock taken from its owner (``reason``: maxLockTime, lease, disconnected)."""
+
+    lock_id: str
+    owner: Owner
+    names: tuple[str, ...]
+    token: int
+    reason: str
+
+
+Effect = Union[Granted, TimedOut, Dropped, Expired]
+
+REASON_MAX_LOCK_TIME = "maxLockTime"
+REASON_LEASE = "lease"
+REASON_DISCONNECTED = "disconnected"
+
+_PENDING, _HELD, _LEASE = 0, 1, 2
+
+
+class _Request:
+    __slots__ = ("deadline", "lock_id", "names", "owner", "tag")
+
+    def __init__(self, lock_id: str, owner: Owner, names: tuple[str, ...],
+                 deadline: float | None, tag: object) -> None:
+        self.lock_id = lock_id
+        self.owner = owner
+        self.names = names
+        self.deadline = deadline
+        self.tag = tag
+
+
+class HeldLock:
+    """A granted lock, as the table keeps it (read-only for callers)."""
+
+    __slots__ = ("expires_at", "granted_at", "lock_id", "names", "owner", "token")
+
+    def __init__(self, lock_id: str, owner: Owner, names: tuple[str, ...], token: int,
+                 granted_at: float, expires_at: float | None) -> None:
+        self.lock_id = lock_id
+        self.owner = owner
+        self.names = names
+        self.token = token
+        self.granted_at = granted_at
+        self.expires_at = expires_at
+
+
+class LockTable:
+    """Grants, queues, expires and releases exclusive locks on names."""
+
+    def __init__(self, max_lock_time: float | None = None, lease: float | None = None,
+                 first_token: int = 1) -> None:
+        self.max_lock_time = max_lock_time
+        self.lease = lease
+        self._next_token = first_token
+        self._holders: dict[str, HeldLock] = {}
+        self._held: dict[str, HeldLock] = {}
+        self._queues: dict[str, deque[str]] = {}
+        self._pending: dict[str, _Request] = {}
+        self._by_owner: dict[Owner, set[str]] = {}
+        self._lease_expiry: dict[Owner, float] = {}
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._heap_seq = 0
+
+    # ------------------------------------------------------------------ inputs
+    def acquire(self, lock_id: str, owner: Owner, names: Sequence[str],
+                timeout: float | None, now: float, tag: object = None) -> list[Effect]:
+        """Ask for every name in ``names``; ``timeout`` None waits forever, 0 never waits.
+
+        Returns ``[Granted]``, ``[TimedOut]`` (timeout 0 and not free), or ``[]``
+        (queued: a later call's effects answer it).
+        """
+        if lock_id in self._held or lock_id in self._pending:
+            raise ValueError(f"lock id {lock_id!r} is already in use")
+        unique = tuple(dict.fromkeys(names))
+        if not unique:
+            raise ValueError("a lock request needs at least one name")
+        holders, queues = self._holders, self._queues
+        if all(n not in holders and n not in queues for n in unique):
+            out: list[Effect] = []
+            self._grant(_Request(lock_id, owner, unique, None, tag), now, out)
+            return out
+        if timeout is not None and timeout <= 0:
+            return [TimedOut(lock_id, owner, tag, unique)]
+        deadline = None if timeout is None else now + timeout
+        request = _Request(lock_id, owner, unique, deadline, tag)
+        self._pending[lock_id] = request
+        for name in unique:
+            queue = queues.get(name)
+            if queue is None:
+                queues[name] = queue = deque()
+            queue.append(lock_id)
+        self._owned(owner).add(lock_id)
+        if deadline is not None:
+            self._schedule(deadline, _PENDING, lock_id)
+        return []
+
+    def release(self, lock_id: str, now: float, owner: Owner | None = None) -> tuple[bool, list[Effect]]:
+        """Release a held lock. False when ``lock_id`` is not held (by ``owner``, if given)."""
+        held = self._held.get(lock_id)
+        if held is None or (owner is not None and held.owner != owner):
+            return False, []
+        out: list[Effect] = []
+        self._unhold(held)
+        self._promote(held.names, now, out)
+        return True, out
+
+    def cancel(self, lock_id: str, now: float, owner: Owner | None = None) -> tuple[bool, list[Effect]]:
+        """Withdraw a waiting request. False when it is not waiting (any more)."""
+        request = self._pending.get(lock_id)
+        if request is None or (owner is not None and request.owner != owner):
+            return False, []
+        out: list[Effect] = []
+        self._unqueue(request, now, out)
+        return True, out
+
+    def register(self, owner: Owner, now: float) -> None:
+        """Start ``owner``'s lease (when the table has one); ``touch`` keeps it alive."""
+        if self.lease is None or owner in self._lease_expiry:
+            return
+        self._lease_expiry[owner] = now + self.lease
+        self._schedule(now + self.lease, _LEASE, owner)
+
+    def touch(self, owner: Owner, now: float) -> None:
+        """Renew ``owner``'s lease; unknown owners are registered."""
+        if self.lease is None:
+            return
+        if owner in self._lease_expiry:
+            # The heap entry is not moved: when it comes due it is re-armed (see expire).
+            self._lease_expiry[owner] = now + self.lease
+        else:
+            self.register(owner, now)
+
+    def drop_owner(self, owner: Owner, now: float, reason: str = REASON_DISCONNECTED) -> list[Effect]:
+        """Remove everything ``owner`` holds or waits for, and grant what that frees."""
+        out: list[Effect] = []
+        self._lease_expiry.pop(owner, None)
+        freed: list[str] = []
+        for lock_id in list(self._by_owner.get(owner, ())):
+            held = self._held.get(lock_id)
+            if held is not None:
+                self._unhold(held)
+                freed.extend(held.names)
+                out.append(Expired(lock_id, owner, held.names, held.token, reason))
+            else:
+                request = self._pending[lock_id]
+                out.append(Dropped(lock_id, owner, request.tag, request.names, reason))
+                self._unqueue(request, now, out, promote=False)
+                freed.extend(request.names)
+        self._by_owner.pop(owner, None)
+        self._promote(freed, now, out)
+        return out
+
+    def expire(self, now: float) -> list[Effect]:
+        """Apply every deadline, maxLockTime and lease that is due at ``now``."""
+        out: list[Effect] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, kind, key = heapq.heappop(heap)
+            if kind == _PENDING:
+                request = self._pending.get(key)  # type: ignore[arg-type]
+                if request is not None and request.deadline == when:
+                    out.append(TimedOut(request.lock_id, request.owner, request.tag, request.names))
+                    self._unqueue(request, now, out)
+            elif kind == _HELD:
+                held = self._held.get(key)  # type: ignore[arg-type]
+                if held is not None and held.expires_at == when:
+                    self._unhold(held)
+                    out.append(Expired(held.lock_id, held.owner, held.names, held.token,
+                                       REASON_MAX_LOCK_TIME))
+                    self._promote(held.names, now, out)
+            else:
+                expiry = self._lease_expiry.get(key)
+                if expiry is None:
+                    continue
+                if expiry > now:
+                    self._schedule(expiry, _LEASE, key)
+                else:
+                    out.extend(self.drop_owner(key, now, REASON_LEASE))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which ``expire`` may have work to do, or None."""
+        heap = self._heap
+        while heap:
+            when, _, kind, key = heap[0]
+            if kind == _PENDING:
+                request = self._pending.get(key)  # type: ignore[arg-type]
+                live = request is not None and request.deadline == when
+            elif kind == _HELD:
+                held = self._held.get(key)  # type: ignore[arg-type]
+                live = held is not None and held.expires_at == when
+            else:
+                live = key in self._lease_expiry
+            if live:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    # ----------------------------------------------------------------- queries
+    def holder(self, name: str) -> HeldLock | None:
+        """The lock that holds ``name`` now, if any."""
+        return self._holders.get(name)
+
+    def get(self, lock_id: str) -> HeldLock | None:
+        """The held lock with this id, if any."""
+        return self._held.get(lock_id)
+
+    def is_waiting(self, lock_id: str) -> bool:
+        return lock_id in self._pending
+
+    def waiters(self, name: str) -> list[str]:
+        """Lock ids waiting for ``name``, in the order they will be granted."""
+        return list(self._queues.get(name, ()))
+
+    def held_locks(self) -> list[HeldLock]:
+        return list(self._held.values())
+
+    def locks_of(self, owner: Owner) -> list[HeldLock]:
+        return [self._held[i] for i in self._by_owner.get(owner, ()) if i in self._held]
+
+    def owners(self) -> list[Owner]:
+        return list(self._by_owner)
+
+    @property
+    def last_token(self) -> int:
+        """The largest fencing token granted so far (first_token - 1 before any grant)."""
+        return self._next_token - 1
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    # --------------------------------------------------------------- internals
+    def _owned(self, owner: Owner) -> set[str]:
+        ids = self._by_owner.get(owner)
+        if ids is None:
+            self._by_owner[owner] = ids = set()
+        return ids
+
+    def _schedule(self, when: float, kind: int, key: object) -> None:
+        self._heap_seq += 1
+        heapq.heappush(self._heap, (when, self._heap_seq, kind, key))
+        if len(self._heap) > 1024 and len(self._heap) > 4 * (len(self._held) + len(self._pending)
+                                                             + len(self._lease_expiry)):
+            self._compact_heap()
+
+    def _compact_heap(self) -> None:
+        # Released locks leave their expiry entries behind; rebuild once they dominate.
+        entries = [e for e in self._heap if self._is_live(e)]
+        heapq.heapify(entries)
+        self._heap = entries
+
+    def _is_live(self, entry: tuple[float, int, int, object]) -> bool:
+        when, _, kind, key = entry
+        if kind == _PENDING:
+            request = self._pending.get(key)  # type: ignore[arg-type]
+            return request is not None and request.deadline == when
+        if kind == _HELD:
+            held = self._held.get(key)  # type: ignore[arg-type]
+            return held is not None and held.expires_at == when
+        return key in self._lease_expiry
+
+    def _grant(self, request: _Request, now: float, out: list[Effect]) -> None:
+        token = self._next_token
+        self._next_token = token + 1
+        expires_at = None if not self.max_lock_time else now + self.max_lock_time
+        held = HeldLock(request.lock_id, request.owner, request.names, token, now, expires_at)
+        holders = self._holders
+        for name in request.names:
+            holders[name] = held
+        self._held[request.lock_id] = held
+        self._owned(request.owner).add(request.lock_id)
+        if expires_at is not None:
+            self._schedule(expires_at, _HELD, request.lock_id)
+        out.append(Granted(request.lock_id, request.owner, request.tag, request.names, token))
+
+    def _unhold(self, held: HeldLock) -> None:
+        del self._held[held.lock_id]
+        holders = self._holders
+        for name in held.names:
+            if holders.get(name) is held:
+                del holders[name]
+        ids = self._by_owner.get(held.owner)
+        if ids is not None:
+            ids.discard(held.lock_id)
+            if not ids:
+                del self._by_owner[held.owner]
+
+    def _unqueue(self, request: _Request, now: float, out: list[Effect], promote: bool = True) -> None:
+        del self._pending[request.lock_id]
+        queues = self._queues
+        was_head: list[str] = []
+        for name in request.names:
+            queue = queues[name]
+            if queue[0] == request.lock_id:
+                queue.popleft()
+                was_head.append(name)
+            else:
+                queue.remove(request.lock_id)
+            if not queue:
+                del queues[name]
+        ids = self._by_owner.get(request.owner)
+        if ids is not None:
+            ids.discard(request.lock_id)
+            if not ids:
+                del self._by_owner[request.owner]
+        if promote:
+            self._promote(was_head, now, out)
+
+    def _promote(self, names: Iterable[str], now: float, out: list[Effect]) -> None:
+        """Grant the heads of these names' queues that have become grantable."""
+        work = list(names)
+        holders, queues, pending = self._holders, self._queues, self._pending
+        while work:
+            name = work.pop()
+            queue = queues.get(name)
+            if not queue or name in holders:
+                continue
+            request = pending[queue[0]]
+            if request.deadline is not None and request.deadline <= now:
+                # Too late: answer it as timed out and look again at what it queued on.
+                out.append(TimedOut(request.lock_id, request.owner, request.tag, request.names))
+                self._unqueue(request, now, out, promote=False)
+                work.extend(request.names)
+                continue
+            if all(n not in holders and queues[n][0] == request.lock_id for n in request.names):
+                del pending[request.lock_id]
+                for n in request.names:
+                    queue = queues[n]
+                    queue.popleft()
+                    if not queue:
+                        del queues[n]
+                self._grant(request, now, out)
