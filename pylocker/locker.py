@@ -430,14 +430,15 @@ class ServerLocker:
                         on_tick=self._refresh_fingerprint)
         try:
             server.start()
+            fingerprint = serverfile.Fingerprint(
+                self._unique_name, time.time(), _advertised(self._listen_address), server.port,
+                os.getpid(), self._name, epoch, server.last_token)
+            serverfile.write(path, fingerprint)
         except BaseException:
+            server.stop()
             election.release()
             raise
-        self._server, self._election = server, election
-        self._fingerprint = serverfile.Fingerprint(
-            self._unique_name, time.time(), _advertised(self._listen_address), server.port, os.getpid(),
-            self._name, epoch, server._table.last_token)
-        serverfile.write(path, self._fingerprint)
+        self._server, self._election, self._fingerprint = server, election, fingerprint
         self._log.info("%s serves on %s:%s (server file %s)", self._name, self._listen_address, server.port, path)
         return True
 
@@ -445,7 +446,7 @@ class ServerLocker:
         server, fp = self._server, self._fingerprint
         if server is None or fp is None or not isinstance(self._serverFile, str):
             return
-        self._fingerprint = fp._replace(timestamp=time.time(), last_token=server._table.last_token)
+        self._fingerprint = fp._replace(timestamp=time.time(), last_token=server.last_token)
         try:
             serverfile.write(self._serverFile, self._fingerprint)
         except (OSError, ServerFileError) as exc:

@@ -123,14 +123,13 @@ class Server:
         with self._mutex:
             now = self._clock()
             effects = self._table.acquire(lock_id, LOCAL, names, timeout, now)
+            self._wake_if_due_sooner()
             if effects:
                 effect = effects[0]
                 if isinstance(effect, Granted):
                     return lock_id, effect.token
                 raise LockTimeout(names, timeout)
             waiter = self._waiters[lock_id] = _Waiter()
-            if timeout is not None and now + timeout < self._planned_wake and self._endpoint:
-                self._endpoint.waker.wake()
         if waiter.event.wait(None if timeout is None else timeout + LOCAL_SLACK):
             return self._outcome(lock_id, names, timeout, waiter)
         with self._mutex:  # the I/O thread is late or gone: decide here
@@ -141,6 +140,12 @@ class Server:
                 raise LockTimeout(names, timeout)
         waiter.event.wait()
         return self._outcome(lock_id, names, timeout, waiter)
+
+    def _wake_if_due_sooner(self) -> None:
+        # The I/O thread sleeps until its planned wake; a new, earlier deadline must wake it.
+        deadline = self._table.next_deadline()
+        if deadline is not None and deadline < self._planned_wake and self._endpoint is not None:
+            self._endpoint.waker.wake()
 
     @staticmethod
     def _outcome(lock_id: str, names: list[str], timeout: float | None, waiter: _Waiter) -> tuple[str, int]:
@@ -171,6 +176,10 @@ class Server:
     @property
     def max_lock_time(self) -> float | None:
         return self._table.max_lock_time
+
+    @property
+    def last_token(self) -> int:
+        return self._table.last_token
 
     @property
     def lease(self) -> float | None:

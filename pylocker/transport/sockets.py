@@ -54,12 +54,14 @@ class Waker:
 
     def clear(self) -> None:
         """Called by the woken thread before it drains its queue."""
-        self._armed = False
+        # Empty the pipe first, then disarm: disarming first would let a wake() that
+        # lands in between leave the flag set with an empty pipe, and lose every later wake.
         try:
             while os.read(self._read_fd, 4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._armed = False
 
     def close(self) -> None:
         with self._lock:

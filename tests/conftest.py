@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from pylocker import ServerLocker
+
+PASSWORD = "test-password"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll ``predicate`` until it is truthy or ``timeout`` passes (then fail)."""
+    event = threading.Event()
+    deadline = timeout
+    waited = 0.0
+    while waited < deadline:
+        value = predicate()
+        if value:
+            return value
+        event.wait(interval)
+        waited += interval
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def server_file(tmp_path: Any) -> str:
+    return os.path.join(str(tmp_path), "server")
+
+
+@pytest.fixture
+def serving(server_file: str) -> Iterator[ServerLocker]:
+    locker = ServerLocker(PASSWORD, name="server", serverFile=server_file, port=0, connectTimeout=10)
+    assert locker.isServer
+    yield locker
+    locker.stop()
+
+
+@pytest.fixture
+def make_locker(server_file: str) -> Iterator[Callable[..., ServerLocker]]:
+    made: list[ServerLocker] = []
+
+    def make(**kwargs: Any) -> ServerLocker:
+        kwargs.setdefault("serverFile", server_file)
+        kwargs.setdefault("port", 0)
+        kwargs.setdefault("connectTimeout", 10)
+        locker = ServerLocker(kwargs.pop("password", PASSWORD), **kwargs)
+        made.append(locker)
+        return locker
+
+    yield make
+    for locker in made:
+        locker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="pylocker")

@@ -1,0 +1,81 @@
+"""Functions run in child processes (spawned) by the integration tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pylocker import ServerLocker
+
+PASSWORD = "test-password"
+
+
+def _read_int(path: str) -> int:
+    with open(path) as handle:
+        text = handle.read()
+    return int(text) if text else 0
+
+
+def _write_int(path: str, value: int) -> None:
+    with open(path, "w") as handle:
+        handle.write(str(value))
+
+
+def increment(server_file: str, counter: str, count: int, results: Any, barrier: Any = None,
+              finished: Any = None, allow_serving: bool = True) -> None:
+    """Read-modify-write ``counter`` ``count`` times under the lock 'counter'.
+
+    Reports (pid, role, increments done). A worker that serves keeps serving until
+    the parent sets ``finished``.
+    """
+    if barrier is not None:
+        barrier.wait()
+    locker = ServerLocker(PASSWORD, serverFile=server_file, port=0, connectTimeout=20,
+                          allowServing=allow_serving)
+    role = "server" if locker.isServer else "client" if locker.isClient else "none"
+    done = 0
+    try:
+        if role != "none":
+            for _ in range(count):
+                ok, lock_id = locker.acquire_lock("counter", timeout=30)
+                if not ok:
+                    continue
+                value = _read_int(counter)
+                _write_int(counter, value + 1)
+                locker.release_lock(lock_id)
+                done += 1
+        results.put((os.getpid(), role, done))
+        if role == "server" and finished is not None:
+            finished.wait(60)
+    finally:
+        locker.stop()
+
+
+def hold(server_file: str, name: str, started: Any, release: Any, released_at: Any,
+         max_lock_time_check: bool = False) -> None:
+    """Hold ``name`` until ``release`` is set; report the monotonic release time."""
+    locker = ServerLocker(PASSWORD, serverFile=server_file, allowServing=False, connectTimeout=20)
+    ok, lock_id = locker.acquire_lock(name, timeout=20)
+    started.put(ok)
+    release.wait(30)
+    released_at.put(time.monotonic())
+    locker.release_lock(lock_id)
+    locker.stop()
+
+
+def wait_for_lock(server_file: str, name: str, timeout: float, results: Any) -> None:
+    """Block on ``name``; report (granted, monotonic grant time, cpu seconds used while waiting)."""
+    import psutil
+
+    locker = ServerLocker(PASSWORD, serverFile=server_file, allowServing=False, connectTimeout=20)
+    me = psutil.Process()
+    cpu_before = sum(me.cpu_times()[:2])
+    results.put(("waiting", time.monotonic(), None))
+    ok, lock_id = locker.acquire_lock(name, timeout=timeout)
+    granted_at = time.monotonic()
+    cpu = sum(me.cpu_times()[:2]) - cpu_before
+    results.put((ok, granted_at, cpu))
+    if ok:
+        locker.release_lock(lock_id)
+    locker.stop()
