@@ -48,7 +48,7 @@ def _compute() -> None:
         pid_ns = ""
     host = f"{socket.gethostname()}/{boot_id}/{pid_ns}"
     _cache_host = "".join("_" if c.isspace() else c for c in host)
-    _cache_ctime = psutil.Process(pid).create_time()
+    _cache_ctime = float(psutil.Process(pid).create_time())
     _cache_pid = pid
 
 
@@ -66,13 +66,13 @@ def current_ctime() -> float:
 
 def _pid_alive(pid: int, ctime: float) -> bool:
     if pid == os.getpid():
-        return True
+        return abs(current_ctime() - ctime) <= _CTIME_TOLERANCE
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
             if abs(proc.create_time() - ctime) > _CTIME_TOLERANCE:
                 return False
-            return proc.status() != psutil.STATUS_ZOMBIE
+            return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:  # includes ZombieProcess
         return False
     except psutil.AccessDenied:

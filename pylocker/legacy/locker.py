@@ -72,7 +72,7 @@ _WAKE_PREFIX: Final = "\0pylocker-legacy/"
 _BACKOFF_START: Final = 50e-6  # first sleep of a polling waiter, doubled after each look
 _HEAD_CAP: Final = 1e-3  # longest sleep of the first polling waiter: bounds the handover latency
 _WAITER_CAP: Final = 2e-3  # longest sleep of the other polling waiters
-_FULL_POLL_PERIOD: Final = 0.02  # a waiter re-reads the record under the kernel lock this often
+_FULL_POLL_PERIOD: Final = 0.05  # a waiter re-reads the record under the kernel lock this often
 _LIVENESS_PERIOD: Final = 0.05  # and checks the pids of the entries (psutil) this often
 _REFRESH_PERIOD: Final = 1.0  # a waiter refreshes its timestamp for other hosts' deadLock
 _GUARD_CAP: Final = 1e-3  # longest sleep while another locker is inside its record update
@@ -273,7 +273,7 @@ class Locker:
         fd = None
         if acquired and self._filePath is not None:
             try:
-                fd = self._open_target()
+                fd = self._open_target(self._filePath)
             except BaseException:
                 self.release_lock(verbose=True)
                 raise
@@ -409,7 +409,9 @@ class Locker:
     def _set_lock_path_locked(self, path: str | None) -> None:
         self._lock_path_default = path is None
         if path is None:
-            folder = os.getcwd() if self._filePath is None else os.path.dirname(os.path.abspath(self._filePath))
+            folder = (
+                os.getcwd() if self._filePath is None else os.path.dirname(os.path.abspath(self._filePath))
+            )
             path = os.path.join(folder, ".lock")
         path = os.path.abspath(path)
         if path != self._lockPath:
@@ -519,8 +521,8 @@ class Locker:
         if raise_error:
             raise err
 
-    def _open_target(self) -> IO[Any]:
-        mode, path = self._mode, self._filePath
+    def _open_target(self, path: str) -> IO[Any]:
+        mode = self._mode
         nofollow = os.O_NOFOLLOW if any(c in mode for c in "wa+") else 0
 
         def opener(name: str, flags: int) -> int:
@@ -528,11 +530,13 @@ class Locker:
 
         try:
             if "b" in mode:
-                return open(path, mode, opener=opener)  # type: ignore[arg-type]
-            return open(path, mode, encoding="utf-8", opener=opener)  # type: ignore[arg-type]
+                return open(path, mode, opener=opener)
+            return open(path, mode, encoding="utf-8", opener=opener)
         except OSError as err:
             if nofollow and err.errno in (errno.ELOOP, errno.EMLINK):
-                raise OSError(err.errno, "refusing to follow a symbolic link at the locked file", path) from None
+                raise OSError(
+                    err.errno, "refusing to follow a symbolic link at the locked file", path
+                ) from None
             raise
 
     def _close_file(self) -> bool:
@@ -566,7 +570,9 @@ class Locker:
             return False
         except OSError as err:
             if err.errno in (errno.ELOOP, errno.EMLINK):
-                raise OSError(err.errno, "refusing to follow a symbolic link at the lock path", path) from None
+                raise OSError(
+                    err.errno, "refusing to follow a symbolic link at the lock path", path
+                ) from None
             raise
         try:
             st = os.fstat(fd)
@@ -646,7 +652,9 @@ class Locker:
         try:
             return decode(data), data, False
         except ValueError as err:
-            logger.warning("lock file %s holds no valid record (%s): treating it as a dead lock", self._lockPath, err)
+            logger.warning(
+                "lock file %s holds no valid record (%s): treating it as a dead lock", self._lockPath, err
+            )
             return Record(), data, True
 
     def _write(self, record: Record, old: bytes) -> bytes:
@@ -682,10 +690,14 @@ class Locker:
         """Drop dead holders and waiters; return whether a holder, and whether anyone, was dropped."""
         token, dead_lock = self._token, self._deadLock
         holders = [
-            e for e in record.holders if e.token == token or not _liveness.entry_is_dead(e, dead_lock, now, check_pids)
+            e
+            for e in record.holders
+            if e.token == token or not _liveness.entry_is_dead(e, dead_lock, now, check_pids)
         ]
         queue = [
-            e for e in record.queue if e.token == token or not _liveness.entry_is_dead(e, dead_lock, now, check_pids)
+            e
+            for e in record.queue
+            if e.token == token or not _liveness.entry_is_dead(e, dead_lock, now, check_pids)
         ]
         broke = len(holders) != len(record.holders)
         if broke:
