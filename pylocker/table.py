@@ -219,9 +219,9 @@ class LockTable:
     def expire(self, now: float) -> list[Effect]:
         """Apply every deadline, maxLockTime and lease that is due at ``now``."""
         out: list[Effect] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            when, _, kind, key = heapq.heappop(heap)
+        # Not a local alias: granting below may schedule, and scheduling may compact (replace) the heap.
+        while self._heap and self._heap[0][0] <= now:
+            when, _, kind, key = heapq.heappop(self._heap)
             if kind == _PENDING:
                 request = self._pending.get(key)  # type: ignore[arg-type]
                 if request is not None and request.deadline == when:
