@@ -16,14 +16,21 @@ from .errors import (
     RemoteProtocolError,
     ServerFileError,
 )
+from . import Locker as _seed_locker_module  # noqa: F401  (seed path pylocker.Locker.Locker)
+from . import ServerLocker as _seed_server_module  # noqa: F401  (seed path pylocker.ServerLocker.*)
+from .legacy import Locker
 from .lock import Lock
-from .locker import FACTORY, LockersFactory, ServerLocker, SingleLocker
+from .lockers import FACTORY, LockersFactory, ServerLocker, SingleLocker
+
+# The two imports above made the seed's module paths importable; the names below
+# rebind the package attributes to the classes, as pylocker 3.1 did.
 
 __all__ = [
     "FACTORY",
     "AuthenticationError",
     "LocalProtocolError",
     "Lock",
+    "Locker",
     "LockLost",
     "LockNotHeld",
     "LockTimeout",

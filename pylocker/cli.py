@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ._meta import get_version
 from .errors import ServerFileError
-from .locker import ServerLocker
+from .lockers import ServerLocker
 from . import serverfile
 
 PASSWORD_VARIABLE = "PYLOCKER_PASSWORD"

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .locker import ServerLocker
+from .lockers import ServerLocker
 
 Interval = tuple[float, float, int]  # (entered, left, worker)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .errors import LockNotHeld
 
 if TYPE_CHECKING:
-    from .locker import ServerLocker
+    from .lockers import ServerLocker
 
 
 class Lock:

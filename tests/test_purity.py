@@ -38,3 +38,12 @@ def test_only_the_transport_imports_zmq() -> None:
             if any(name.split(".")[0] == "zmq" for name in names):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+def test_seed_module_paths_still_import() -> None:
+    from pylocker.Locker import Locker
+    from pylocker.ServerLocker import FACTORY, LockersFactory, ServerLocker, SingleLocker
+
+    assert pylocker.ServerLocker is ServerLocker and pylocker.Locker is Locker
+    assert pylocker.SingleLocker is SingleLocker and pylocker.FACTORY is FACTORY
+    assert pylocker.LockersFactory is LockersFactory
