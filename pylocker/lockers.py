@@ -32,7 +32,7 @@ from .errors import (
 from .lock import Lock
 from .protocol import MAX_NAME_LEN, MAX_NAMES
 from .server import Server
-from .transport.keys import derive_keys
+from .transport.keys import CurveKeys, derive_keys, load_authorized_keys, load_key_pair
 
 _ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
 _RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3}
@@ -101,6 +101,10 @@ class ServerLocker:
         listen_address: where a serving locker listens (default loopback only);
             remote lockers then use ``start(address, port)`` or ``connect``.
         lease: seconds a client may stay silent before the server frees its locks.
+        key_file: a zmq.auth secret certificate (``.key_secret``) this locker presents
+            as a client, instead of the client key derived from the password.
+        authorized_keys: a folder of zmq.auth certificates; when serving, admit only
+            clients presenting one of those public keys (one key pair per machine).
     """
 
     def __init__(self, password: str, name: str | None = None, serverFile: bool | str = True,
@@ -108,7 +112,8 @@ class ServerLocker:
                  allowServing: bool = True, autoconnect: bool = True, reconnect: bool = False,
                  connectTimeout: float = 20, logger: logging.Logger | bool | None = False,
                  blocking: bool = False, debugMode: bool = False, *,
-                 listen_address: str = "127.0.0.1", lease: float | None = DEFAULT_LEASE) -> None:
+                 listen_address: str = "127.0.0.1", lease: float | None = DEFAULT_LEASE,
+                 key_file: str | None = None, authorized_keys: str | None = None) -> None:
         if not isinstance(password, str):
             raise TypeError(f"password must be a string, not {type(password).__name__}")
         if name is not None and not isinstance(name, str):
@@ -124,6 +129,13 @@ class ServerLocker:
             raise TypeError("listen_address must be a non-empty string")
         if logger is not False and logger is not None and not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
             raise TypeError("logger must be a logging.Logger (or False for pylocker's own)")
+        for value, argument in ((key_file, "key_file"), (authorized_keys, "authorized_keys")):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{argument} must be None or a path, not {type(value).__name__}")
+        self._key_file = key_file
+        self._authorized_keys = authorized_keys
+        self._client_pair = load_key_pair(key_file) if key_file is not None else None
+        self._admitted = load_authorized_keys(authorized_keys) if authorized_keys is not None else None
         self._password = password
         self._name = name if name is not None else f"locker-{os.getpid()}"
         self._unique_name = uuid.uuid4().hex
@@ -167,6 +179,7 @@ class ServerLocker:
             "port": self._port, "allowServing": self._allowServing, "reconnect": self._reconnect,
             "connectTimeout": self._connectTimeout, "debugMode": self._debugMode,
             "listen_address": self._listen_address, "lease": self._lease,
+            "key_file": self._key_file, "authorized_keys": self._authorized_keys,
             "logger": self._user_logger if isinstance(self._user_logger, logging.Logger) else False,
         }
 
@@ -423,10 +436,11 @@ class ServerLocker:
             previous = None
         epoch = (previous.epoch + 1) if previous is not None else 1
         first_token = (previous.last_token + 1) if previous is not None else 1
-        server = Server(derive_keys(self._password), self._listen_address, self._port,
+        server = Server(self._keys(self._password), self._listen_address, self._port,
                         name=self._name, unique_name=self._unique_name,
                         max_lock_time=self._maxLockTime or None, lease=self._lease, logger=self._log,
                         epoch=epoch, first_token=first_token, on_local_lost=self._lost,
+                        client_keys=self._admitted,
                         on_tick=self._refresh_fingerprint)
         try:
             server.start()
@@ -480,8 +494,14 @@ class ServerLocker:
                                   address, port, exc)
         return False
 
+    def _keys(self, password: str) -> CurveKeys:
+        keys = derive_keys(password)
+        if self._client_pair is not None:
+            keys = keys._replace(client=self._client_pair)
+        return keys
+
     def _open_client(self, address: str, port: int, password: str, timeout: float) -> None:
-        client = Client(derive_keys(password), address, port, name=self._name,
+        client = Client(self._keys(password), address, port, name=self._name,
                         unique_name=self._unique_name, logger=self._log, on_lost=self._lost)
         welcome = client.connect(timeout)
         self._client = client

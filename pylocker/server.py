@@ -51,7 +51,7 @@ class Server:
     def __init__(self, keys: CurveKeys, host: str, port: int, *, name: str, unique_name: str,
                  max_lock_time: float | None, lease: float | None, logger: logging.Logger,
                  first_token: int = 1, epoch: int = 0,
-                 extra_client_keys: set[bytes] | None = None,
+                 client_keys: set[bytes] | None = None,
                  on_local_lost: LostCallback | None = None,
                  on_tick: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -62,7 +62,7 @@ class Server:
         self.unique_name = unique_name
         self.epoch = epoch
         self._log = logger
-        self._extra_keys = extra_client_keys
+        self._client_keys = client_keys if client_keys is not None else {keys.client.public}
         self._on_local_lost = on_local_lost
         self._on_tick = on_tick
         self._clock = clock
@@ -228,7 +228,7 @@ class Server:
     def _run(self) -> None:
         try:
             endpoint = ServerEndpoint(self._keys, self._host, self._requested_port, self._log,
-                                      self._extra_keys)
+                                      self._client_keys)
         except BaseException as exc:  # reported to start()'s caller
             self._start_error = exc
             self._started.set()
@@ -257,6 +257,7 @@ class Server:
                 self._flush(endpoint)
                 if now >= next_tick:
                     next_tick = now + TICK
+                    self._forget_lapsed_clients()
                     if self._on_tick is not None:
                         self._on_tick()
         except Exception:
@@ -265,6 +266,13 @@ class Server:
             self._running = False
             self._endpoint = None
             endpoint.close()
+
+    def _forget_lapsed_clients(self) -> None:
+        with self._mutex:
+            if self._table.lease is None:
+                return
+            for peer in [peer for peer in self._clients if not self._table.is_leased(peer)]:
+                del self._clients[peer]
 
     def _flush(self, endpoint: ServerEndpoint) -> None:
         outbox = self._outbox

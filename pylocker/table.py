@@ -271,6 +271,10 @@ class LockTable:
         """The held lock with this id, if any."""
         return self._held.get(lock_id)
 
+    def is_leased(self, owner: Owner) -> bool:
+        """Whether ``owner`` has a running lease."""
+        return owner in self._lease_expiry
+
     def is_waiting(self, lock_id: str) -> bool:
         return lock_id in self._pending
 

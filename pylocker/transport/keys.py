@@ -52,3 +52,27 @@ def _derive(password: bytes) -> CurveKeys:
 def derive_keys(password: str) -> CurveKeys:
     """The server and client key pairs for ``password`` (cached: scrypt is slow on purpose)."""
     return _derive(password.encode("utf-8"))
+
+
+def load_key_pair(path: str) -> KeyPair:
+    """A key pair from a zmq.auth secret certificate file (``*.key_secret``)."""
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(path)
+    if not secret:
+        raise ValueError(f"key_file {path!r} holds no secret key (give the .key_secret file)")
+    return KeyPair(public, secret)
+
+
+def load_authorized_keys(directory: str) -> set[bytes]:
+    """The public keys of every zmq.auth certificate file in ``directory``."""
+    import os
+
+    import zmq.auth
+
+    if not os.path.isdir(directory):
+        raise ValueError(f"authorized_keys {directory!r} is not a directory")
+    keys = set(zmq.auth.load_certificates(directory))
+    if not keys:
+        raise ValueError(f"authorized_keys {directory!r} holds no certificate")
+    return keys

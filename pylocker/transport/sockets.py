@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from typing import Callable, Final, Iterator
 
 import zmq
@@ -24,6 +25,9 @@ PORT_SEARCH: Final = 100
 RECV_BATCH: Final = 256
 HEARTBEAT_MS: Final = 1000
 HEARTBEAT_TIMEOUT_MS: Final = 4000
+_HANDSHAKE_FAILURES: Final = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                              | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+HANDSHAKE_MS: Final = 5000  # a peer that has not finished the CURVE handshake by then is dropped
 
 
 class Waker:
@@ -73,18 +77,81 @@ class Waker:
                     pass
 
 
-class _KeyChecker:
-    """ZAP credentials provider: admits the derived client key or listed keys."""
+class AuthGuard:
+    """Admits known CURVE client keys; throttles addresses that keep failing.
 
-    def __init__(self, allowed: set[bytes], logger: logging.Logger) -> None:
-        self._allowed = allowed
+    An address with more than ``MAX_FAILURES`` refusals within ``FAILURE_WINDOW``
+    seconds is refused outright (its key not even looked at) for a cool-down that
+    doubles with every new burst, up to ``MAX_COOLDOWN``; the log gets one line per
+    cool-down, not one per attempt, so a flood can exhaust neither CPU nor disk.
+    """
+
+    MAX_FAILURES: Final = 5
+    FAILURE_WINDOW: Final = 60.0
+    FIRST_COOLDOWN: Final = 1.0
+    MAX_COOLDOWN: Final = 60.0
+    MAX_TRACKED: Final = 10_000
+
+    def __init__(self, allowed: set[bytes], logger: logging.Logger,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._allowed = frozenset(allowed)
         self._log = logger
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._blocked_until: dict[str, float] = {}
+        self._cooldown: dict[str, float] = {}
+        self.refused = 0
+
+    def is_blocked(self, address: str) -> bool:
+        until = self._blocked_until.get(address)
+        if until is None:
+            return False
+        if self._clock() < until:
+            self.refused += 1
+            return True
+        del self._blocked_until[address]
+        return False
+
+    def check(self, address: str, key: bytes) -> bool:
+        if key in self._allowed:
+            self._failures.pop(address, None)
+            return True
+        self.refused += 1
+        now = self._clock()
+        if len(self._failures) >= self.MAX_TRACKED and address not in self._failures:
+            self._failures.clear()  # bounded memory beats perfect accounting under a flood
+        recent = [t for t in self._failures.get(address, ()) if now - t < self.FAILURE_WINDOW]
+        recent.append(now)
+        self._failures[address] = recent
+        if len(recent) > self.MAX_FAILURES:
+            cooldown = min(self._cooldown.get(address, self.FIRST_COOLDOWN / 2) * 2, self.MAX_COOLDOWN)
+            self._cooldown[address] = cooldown
+            self._blocked_until[address] = now + cooldown
+            self._failures.pop(address, None)
+            self._log.warning("authentication failed %d times from %s: refusing it for %.0f s",
+                              len(recent), address, cooldown)
+        else:
+            self._log.warning("authentication failed from %s: unknown CURVE client key", address)
+        return False
+
+
+class _GuardedAuthenticator(ThreadAuthenticator):
+    """pyzmq's ZAP thread, with the peer address passed to the AuthGuard."""
+
+    def __init__(self, context: zmq.Context, guard: AuthGuard, logger: logging.Logger) -> None:
+        super().__init__(context, log=logger)
+        self._guard = guard
+        self._address = ""
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
+        if len(msg) > 1 and self._guard.is_blocked(self._address):
+            self._send_zap_reply(msg[1], b"400", b"Too many failures")
+            return
+        await super().handle_zap_message(msg)
 
     def callback(self, domain: str, key: bytes) -> bool:
-        if key in self._allowed:
-            return True
-        self._log.warning("authentication failed for a CURVE client key (%s...)", key[:8].decode("ascii", "replace"))
-        return False
+        return self._guard.check(self._address, key)
 
 
 def _tune(sock: zmq.Socket) -> None:
@@ -92,6 +159,7 @@ def _tune(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
 
 
 def _bind(sock: zmq.Socket, host: str, port: int) -> int:
@@ -112,14 +180,15 @@ class ServerEndpoint:
     """ROUTER (requests) + PUB (publications), CURVE servers behind a ZAP check."""
 
     def __init__(self, keys: CurveKeys, host: str, port: int, logger: logging.Logger,
-                 extra_client_keys: set[bytes] | None = None) -> None:
+                 client_keys: set[bytes]) -> None:
+        """``client_keys``: the public CURVE keys admitted (z85)."""
         self._log = logger
         self.context = zmq.Context()
         try:
-            self._auth = ThreadAuthenticator(self.context, log=logger.getChild("auth"))
+            self.guard = AuthGuard(client_keys, logger)
+            self._auth = _GuardedAuthenticator(self.context, self.guard, logger.getChild("auth"))
             self._auth.start()
-            allowed = {keys.client.public} | set(extra_client_keys or ())
-            self._auth.configure_curve_callback("*", credentials_provider=_KeyChecker(allowed, logger))
+            self._auth.configure_curve_callback("*", credentials_provider=self._auth)
             self.router = self._secure(self.context.socket(zmq.ROUTER), keys)
             self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             self.router.setsockopt(zmq.SNDHWM, 0)
@@ -132,8 +201,12 @@ class ServerEndpoint:
             raise
         self.host = host
         self.waker = Waker()
+        self.failed_handshakes = 0
+        self._failures_logged_at = 0.0
+        self._monitor = self.router.get_monitor_socket(_HANDSHAKE_FAILURES)
         self._poller = zmq.Poller()
         self._poller.register(self.router, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
         self._poller.register(self.waker.fd, zmq.POLLIN)
 
     @staticmethod
@@ -150,7 +223,24 @@ class ServerEndpoint:
         events = dict(self._poller.poll(ms))
         if self.waker.fd in events:
             self.waker.clear()
+        if self._monitor in events:
+            self._count_failed_handshakes()
         return self.router in events
+
+    def _count_failed_handshakes(self) -> None:
+        # A wrong password fails in the CURVE crypto, before ZAP sees an address:
+        # count those failures and log them at most once a minute.
+        for _ in range(RECV_BATCH):
+            try:
+                recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.failed_handshakes += 1
+        now = time.monotonic()
+        if now - self._failures_logged_at >= 60.0:
+            self._failures_logged_at = now
+            self._log.warning("authentication failed: %d CURVE handshakes refused so far "
+                              "(wrong password or not a pylocker client)", self.failed_handshakes)
 
     def receive(self) -> Iterator[tuple[bytes, list[bytes]]]:
         """Frames waiting on the router: (peer id, the frames after it), a bounded batch."""
@@ -172,6 +262,10 @@ class ServerEndpoint:
         self.pub.send_multipart((topic, data))
 
     def close(self) -> None:
+        monitor = getattr(self, "_monitor", None)
+        if monitor is not None:
+            self.router.disable_monitor()
+            monitor.close(0)
         for name in ("router", "pub"):
             sock = getattr(self, name, None)
             if sock is not None:
@@ -197,9 +291,7 @@ class ClientEndpoint:
         self.dealer.setsockopt(zmq.ROUTING_ID, identity)
         self.dealer.setsockopt(zmq.SNDHWM, 0)
         self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        self._monitor = self.dealer.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        self._monitor = self.dealer.get_monitor_socket(_HANDSHAKE_FAILURES)
         self.dealer.connect(f"tcp://{host}:{port}")
         self.sub: zmq.Socket | None = None
         self._keys = keys

@@ -79,3 +79,11 @@ def wait_for_lock(server_file: str, name: str, timeout: float, results: Any) -> 
     if ok:
         locker.release_lock(lock_id)
     locker.stop()
+
+
+def serve(server_file: str, ready: Any, finished: Any, kwargs: Any = None) -> None:
+    """Serve on ``server_file`` until ``finished`` is set; report (pid, port)."""
+    locker = ServerLocker(PASSWORD, name="served", serverFile=server_file, port=0, **(kwargs or {}))
+    ready.put((os.getpid(), locker.port if locker.isServer else None))
+    finished.wait(120)
+    locker.stop()

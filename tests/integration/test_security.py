@@ -1,0 +1,329 @@
+"""Security on real sockets: CURVE, certificates, a strict wire, a server no input can break."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import random
+import select
+import socket
+import struct
+import threading
+import time
+from typing import Any, Iterator
+
+import msgpack
+import psutil
+import pytest
+import zmq
+import zmq.auth
+
+import _workers
+from conftest import PASSWORD, wait_for
+from pylocker import ServerLocker
+from pylocker import protocol as p
+from pylocker.transport.keys import derive_keys
+
+pytestmark = pytest.mark.integration
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def server_process(server_file: str) -> Iterator[tuple[int, int]]:
+    """A serving locker in its own process: (pid, port)."""
+    ready, finished = SPAWN.Queue(), SPAWN.Event()
+    process = SPAWN.Process(target=_workers.serve, args=(server_file, ready, finished))
+    process.start()
+    try:
+        pid, port = ready.get(timeout=30)
+        assert port is not None
+        yield pid, port
+    finally:
+        finished.set()
+        process.join(15)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+
+
+def _client(port: int, **kwargs: Any) -> ServerLocker:
+    locker = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=5, **kwargs)
+    assert locker.connect("127.0.0.1", port)
+    return locker
+
+
+def _still_serves(port: int) -> None:
+    locker = _client(port)
+    try:
+        ok, lock_id = locker.acquire_lock("alive", timeout=5)
+        assert ok
+        assert locker.release_lock(lock_id) == (True, 1)
+    finally:
+        locker.stop()
+
+
+class _Relay:
+    """A loopback TCP relay that records every byte in both directions."""
+
+    def __init__(self, target_port: int) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._target = target_port
+        self.captured = bytearray()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._listener.settimeout(10)
+        try:
+            inbound = self._listener.accept()[0]
+        except OSError:
+            return
+        outbound = socket.create_connection(("127.0.0.1", self._target))
+        peers = {inbound: outbound, outbound: inbound}
+        while not self._stop.is_set():
+            readable, _, _ = select.select(list(peers), [], [], 0.05)
+            for sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    self._stop.set()
+                    break
+                self.captured += data
+                peers[sock].sendall(data)
+        inbound.close()
+        outbound.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+def test_traffic_reveals_neither_password_nor_lock_names(serving: ServerLocker) -> None:
+    relay = _Relay(serving.port)
+    secret_name = "/very/secret/lock-name-7f3a"
+    locker = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=5)
+    try:
+        assert locker.connect("127.0.0.1", relay.port)
+        ok, lock_id = locker.acquire_lock(secret_name)
+        assert ok and serving.lockedPaths[secret_name]["clientUniqueName"] == locker.uniqueName
+        assert locker.release_lock(lock_id) == (True, 1)
+    finally:
+        locker.stop()
+        relay.close()
+    assert len(relay.captured) > 200  # the traffic did go through the relay
+    for needle in (PASSWORD.encode(), secret_name.encode(), b"lock-name-7f3a", lock_id.encode()):
+        assert needle not in relay.captured
+
+
+def test_password_never_reaches_logs_or_the_server_file(server_file: str, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = ServerLocker(PASSWORD, serverFile=server_file, port=0, debugMode=True)
+    client = ServerLocker(PASSWORD, serverFile=server_file, port=0, debugMode=True)
+    try:
+        assert client.isClient
+        client.acquire_lock("a")
+        with open(server_file, "rb") as handle:
+            assert PASSWORD.encode() not in handle.read()
+        keys = derive_keys(PASSWORD)
+        assert keys.server.secret not in repr(keys).encode()
+    finally:
+        client.stop()
+        server.stop()
+    assert caplog.records and PASSWORD not in caplog.text
+
+
+def test_wrong_password_fails_fast_and_others_keep_working(server_process: tuple[int, int],
+                                                           caplog: Any) -> None:
+    _, port = server_process
+    for _ in range(3):
+        intruder = ServerLocker("not-the-password", serverFile=False, autoconnect=False, connectTimeout=5)
+        started = time.monotonic()
+        assert intruder.connect("127.0.0.1", port, ntrials=1) is False
+        assert time.monotonic() - started < 4  # told by the failed handshake, not by the timeout
+        assert not intruder.isClient and not intruder.isServer
+        assert intruder.acquire_lock("alive") == (False, 2)
+    assert "authentication failed" in caplog.text
+    _still_serves(port)
+
+
+def test_certificates_admit_listed_machines_only(server_file: str, tmp_path: Any) -> None:
+    authorized, private = tmp_path / "authorized", tmp_path / "private"
+    authorized.mkdir()
+    private.mkdir()
+    _, listed_secret = zmq.auth.create_certificates(str(private), "listed")
+    _, unlisted_secret = zmq.auth.create_certificates(str(private), "unlisted")
+    os.replace(private / "listed.key", authorized / "listed.key")
+    server = ServerLocker(PASSWORD, serverFile=server_file, port=0, authorized_keys=str(authorized))
+    lockers = []
+    try:
+        listed = _client(server.port, key_file=listed_secret)
+        lockers.append(listed)
+        assert listed.acquire_lock("a")[0] is True
+        for kwargs in ({"key_file": unlisted_secret}, {}):  # an unlisted machine, or the password alone
+            other = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=3, **kwargs)
+            lockers.append(other)
+            assert other.connect("127.0.0.1", server.port, ntrials=1) is False
+    finally:
+        for locker in lockers:
+            locker.stop()
+        server.stop()
+
+
+def test_auth_guard_throttles_an_address_that_keeps_failing() -> None:
+    from pylocker.transport.sockets import AuthGuard
+
+    now = [0.0]
+    guard = AuthGuard({b"good"}, logging.getLogger("test"), clock=lambda: now[0])
+    for _ in range(AuthGuard.MAX_FAILURES + 1):
+        assert guard.check("10.0.0.1", b"bad") is False
+    assert guard.is_blocked("10.0.0.1") and not guard.is_blocked("10.0.0.2")
+    assert guard.check("10.0.0.2", b"good") is True
+    now[0] += AuthGuard.FIRST_COOLDOWN + 0.01
+    assert not guard.is_blocked("10.0.0.1")
+    for _ in range(AuthGuard.MAX_FAILURES + 1):
+        guard.check("10.0.0.1", b"bad")
+    now[0] += AuthGuard.FIRST_COOLDOWN + 0.01
+    assert guard.is_blocked("10.0.0.1")  # the second burst earns a doubled cool-down
+
+
+def _fuzz_frames(count: int, seed: int) -> Iterator[list[bytes]]:
+    rng = random.Random(seed)
+    kinds = list(range(0, 8)) + list(range(64, 72)) + [-1, 255, 2**40]
+    junk_values: list[Any] = [None, True, -1, 2**63, 1.5, float("inf"), "x" * 5000, b"\x00" * 10,
+                              [], {}, ["a"] * 2000, {"k": "v"}, [[["deep"]]], "", 0]
+    for index in range(count):
+        shape = index % 6
+        if shape == 0:
+            yield [rng.randbytes(rng.randrange(0, 300))]
+        elif shape == 1:
+            fields = [rng.choice(junk_values) for _ in range(rng.randrange(0, 7))]
+            yield [msgpack.packb([p.VERSION, rng.choice(kinds), *fields])]
+        elif shape == 2:  # well-formed header, fields of the wrong type or size
+            yield [msgpack.packb([p.VERSION, 2, rng.randrange(2**20), rng.choice(junk_values),
+                                  rng.choice(junk_values)])]
+        elif shape == 3:  # valid requests for nonsense: releases of unknown ids, cancels
+            yield [p.encode(rng.choice([p.Release(rng.randrange(2**20), "nope"), p.Cancel(7),
+                                        p.Heartbeat(1), p.Acquire(rng.randrange(2**20), ["fz"], 0)]))]
+        elif shape == 4:  # replies sent as requests, multi-part messages
+            yield [p.encode(p.Grant(1, "x", 1)), b"extra"] if rng.random() < 0.5 else \
+                [p.encode(p.Welcome(1, "a", "b", None, None, 1, 1))]
+        else:  # truncated valid frames, huge declared sizes
+            frame = p.encode(p.Acquire(1, ["a", "b"], 1.0))
+            yield [rng.choice([frame[: rng.randrange(1, len(frame))], b"\xdb\xff\xff\xff\xff",
+                               b"\xdd\xff\xff\xff\xff", b"\xc1"])]
+
+
+def test_ten_thousand_fuzzed_frames_leave_the_server_serving(server_process: tuple[int, int]) -> None:
+    pid, port = server_process
+    server = psutil.Process(pid)
+    _still_serves(port)
+    rss_before = server.memory_info().rss
+    keys = derive_keys(PASSWORD)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.curve_serverkey, dealer.curve_publickey, dealer.curve_secretkey = (
+        keys.server.public, keys.client.public, keys.client.secret)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        dealer.send(p.encode(p.Hello(1, "fuzzer", "fuzzer", os.getpid())))
+        assert dealer.poll(10_000), "the fuzzer never got through the handshake"
+        assert isinstance(p.decode(dealer.recv()), p.Welcome)
+        errors = 0
+        for frames in _fuzz_frames(10_000, seed=20261127):
+            dealer.send_multipart(frames)
+            while dealer.poll(0):
+                errors += isinstance(p.decode(dealer.recv()), p.Error)
+        dealer.send(p.encode(p.Heartbeat(424242)))
+        deadline_hit = True
+        while dealer.poll(10_000):
+            reply = p.decode(dealer.recv())
+            errors += isinstance(reply, p.Error)
+            if isinstance(reply, p.Pong) and reply.request_id == 424242:
+                deadline_hit = False
+                break
+        assert not deadline_hit, "the server stopped answering the fuzzing peer"
+        assert errors > 3000  # malformed frames were answered with errors, not silence
+    finally:
+        dealer.close(0)
+        context.term()
+    _still_serves(port)
+    assert server.is_running()
+    assert server.memory_info().rss - rss_before < 30 * 2**20
+
+
+def test_an_oversized_frame_costs_the_sender_its_connection_only(server_process: tuple[int, int]) -> None:
+    _, port = server_process
+    keys = derive_keys(PASSWORD)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.curve_serverkey, dealer.curve_publickey, dealer.curve_secretkey = (
+        keys.server.public, keys.client.public, keys.client.secret)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        dealer.send(p.encode(p.Heartbeat(1)))
+        assert dealer.poll(10_000)
+        dealer.recv()
+        dealer.send(b"\x00" * (p.MAX_FRAME + 1))
+        _still_serves(port)
+    finally:
+        dealer.close(0)
+        context.term()
+
+
+def test_garbage_half_open_and_reset_connections_do_not_hurt(server_process: tuple[int, int]) -> None:
+    pid, port = server_process
+    server = psutil.Process(pid)
+    rss_before = server.memory_info().rss
+    rng = random.Random(7)
+    for _ in range(200):  # raw garbage, then close
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(rng.randbytes(rng.randrange(1, 2000)))
+    for _ in range(100):  # reset right after connecting
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    half_open = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
+    try:
+        for sock in half_open[:100]:  # a ZMTP greeting that never finishes
+            sock.sendall(b"\xff\x00\x00\x00\x00\x00\x00\x00\x01\x7f\x03")
+        _still_serves(port)
+    finally:
+        for sock in half_open:
+            sock.close()
+    _still_serves(port)
+    assert server.memory_info().rss - rss_before < 30 * 2**20
+
+
+def test_serving_locker_listens_on_loopback_only(serving: ServerLocker) -> None:
+    listening = [c.laddr for c in psutil.Process().net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == serving.port]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a file owned by another user")
+def test_server_file_owned_by_another_user_is_refused(server_file: str) -> None:
+    with open(server_file, "w") as handle:
+        handle.write("{}")
+    os.chown(server_file, 65534, 65534)
+    locker = ServerLocker(PASSWORD, serverFile=server_file, port=0, connectTimeout=2)
+    try:
+        assert not locker.isServer and not locker.isClient
+    finally:
+        locker.stop()
+    with pytest.raises(Exception, match="another user"):
+        locker.get_running_server_fingerprint()
+
+
+def test_a_lapsed_client_is_forgotten(make_locker: Any) -> None:
+    server = make_locker(lease=0.5)
+    client = make_locker()
+    assert client.isClient
+    server_side = server._server
+    wait_for(lambda: len(server_side.clients()) == 1)
+    client._client._running = False  # silence the client without saying goodbye
+    wait_for(lambda: not server_side.clients(), timeout=10)
