@@ -238,6 +238,8 @@ class Locker:
         self._file: IO[Any] | None = None
         self._seen = b""
         self._sender: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        self._listener_pid = -1
         self._sender_pid = -1
         self._cmp_salt = ""
         self._cmp_digest = ""
@@ -297,10 +299,11 @@ class Locker:
         pid = os.getpid()
         if getattr(self, "_holding", False) and self._holding_pid == pid:
             self.release_lock()
-        sender = getattr(self, "_sender", None)
-        if sender is not None:
-            self._sender = None
-            sender.close()
+        for name in ("_sender", "_listener"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                setattr(self, name, None)
+                sock.close()
         fd = getattr(self, "_fd", None)
         if fd is not None:
             self._fd = None
@@ -738,8 +741,8 @@ class Locker:
                     return False, 3
                 if not wait.bind_tried:
                     wait.bind_tried = True
-                    wait.sock = _bind_wake_socket(self._token)
-                    if wait.sock is not None:
+                    wait.sock, fresh = self._wake_listener()
+                    if fresh:
                         continue  # look again: the lock may have been handed to us before the bind
                 period = self._wait if self._wait > 0 else _FULL_POLL_PERIOD
                 if wait.sock is not None:
@@ -759,11 +762,20 @@ class Locker:
                     if self._record_changed():
                         break
         finally:
-            if wait.sock is not None:
-                wait.sock.close()
             if wait.enqueued and not acquired:
                 self._abandon()
             self._acquiring.release()
+
+    def _wake_listener(self) -> tuple[socket.socket | None, bool]:
+        """This instance's wake-up socket, kept once bound; and whether it was bound just now."""
+        pid = os.getpid()
+        if self._listener is not None and self._listener_pid == pid:
+            return self._listener, False
+        if self._listener is not None and self._listener_pid != pid:
+            self._listener.close()  # forked: our copy of the parent's socket
+        self._listener = _bind_wake_socket(self._token)
+        self._listener_pid = pid
+        return self._listener, self._listener is not None
 
     def _wake(self, entry: Entry | None) -> None:
         """Tell a waiter of this host that the lock was just handed to it."""
