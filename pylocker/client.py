@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Final
+from typing import Any, Callable, Final
 
 from . import protocol as p
 from .errors import (
@@ -27,10 +27,19 @@ from .transport.keys import CurveKeys
 from .transport.sockets import ClientEndpoint
 
 HEARTBEAT: Final = 1.0  # seconds between heartbeats when otherwise idle
+PROBE_INTERVAL: Final = 0.1  # seconds between checks that our subscription is live
+BATCH_ITEMS: Final = 4096  # publications per frame at most
+BATCH_BYTES: Final = 256 * 1024
+MAX_PENDING: Final = 100_000  # queued publications before publish() waits for the I/O thread
+PENDING_WAIT: Final = 30.0
 REPLY_SLACK: Final = 5.0  # how long past its own deadline a call waits for the server
 STOP_TIMEOUT: Final = 5.0
 
 LostCallback = Callable[[str, str], None]
+PublicationsCallback = Callable[[str, str, list[p.Item]], None]  # sender, sender name, items
+_PUBLICATION = object()  # marks outbox entries that are publications
+_SUBSCRIBE = object()  # marks the outbox entry that connects the SUB socket
+BROADCAST: Final = b"*\0"
 
 
 class _Call:
@@ -46,6 +55,7 @@ class Client:
 
     def __init__(self, keys: CurveKeys, host: str, port: int, *, name: str, unique_name: str,
                  logger: logging.Logger, on_lost: LostCallback | None = None,
+                 on_publications: PublicationsCallback | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
         self.host = host
@@ -54,10 +64,16 @@ class Client:
         self.unique_name = unique_name
         self._log = logger
         self._on_lost = on_lost
+        self._on_publications = on_publications
+        self._topic = b"U" + unique_name.encode() + b"\0"
+        self._seen: dict[bytes, int] = {}
+        self._drained = threading.Event()
+        self.dropped_publications = 0
+        self.malformed_publications = 0
         self._clock = clock
         self._calls: dict[int, _Call] = {}
         self._calls_lock = threading.Lock()
-        self._outbox: collections.deque[bytes] = collections.deque()
+        self._outbox: collections.deque[Any] = collections.deque()
         self._ids = itertools.count(1)
         self._running = False
         self._failure: PylockerError | None = None
@@ -85,7 +101,41 @@ class Client:
             raise NotConnected(f"unexpected answer to hello: {reply!r}")
         self.welcome = reply
         self._lease = reply.lease
+        try:
+            self._subscribe(reply.pub_port, timeout)
+        except PylockerError:
+            self.close()
+            raise
         return reply
+
+    def _subscribe(self, pub_port: int, timeout: float) -> None:
+        """Connect the SUB socket and wait until the server's probe comes through it."""
+        self._outbox.append((_SUBSCRIBE, pub_port))
+        deadline = self._clock() + timeout
+        while True:
+            try:
+                self._call(p.SubscribeCheck(0), min(PROBE_INTERVAL, max(0.0, deadline - self._clock())))
+                return
+            except NotConnected:
+                if self._failure is not None or self._clock() >= deadline:
+                    raise
+
+    def publish(self, receivers: list[str] | None, item: bytes) -> None:
+        """Queue one packed publication; the I/O thread batches and sends it."""
+        if self._failure is not None:
+            raise self._failure
+        if not self._running:
+            raise NotConnected("not connected")
+        outbox = self._outbox
+        while len(outbox) > MAX_PENDING:  # back-pressure: a fast publisher waits, nothing is lost
+            self._drained.clear()
+            if len(outbox) <= MAX_PENDING:
+                break
+            self._wake()
+            if not self._drained.wait(PENDING_WAIT):
+                raise NotConnected("the connection to the serving locker is not draining")
+        outbox.append((_PUBLICATION, None if receivers is None else tuple(receivers), receivers, item))
+        self._wake()
 
     def close(self, say_bye: bool = True) -> None:
         """Say goodbye (the server frees our locks) and stop the I/O thread."""
@@ -179,14 +229,16 @@ class Client:
             while self._running or self._outbox:
                 now = self._clock()
                 timeout = max(0.0, last_sent + HEARTBEAT - now) if not self._outbox else 0.0
-                readable, _ = endpoint.poll(timeout if self._running else 0.0)
+                readable, sub_readable = endpoint.poll(timeout if self._running else 0.0)
                 if readable:
                     for data in endpoint.receive():
                         self._deliver(data)
+                if sub_readable:
+                    for frames in endpoint.receive_published():
+                        self._deliver_published(frames)
                 if self._outbox:
                     last_sent = self._clock()
-                    while self._outbox:
-                        endpoint.send(self._outbox.popleft())
+                    self._flush(endpoint)
                 elif not self._running:
                     break
                 now = self._clock()
@@ -205,6 +257,59 @@ class Client:
             self._running = False
             self._endpoint = None
             endpoint.close()
+
+    def _flush(self, endpoint: ClientEndpoint) -> None:
+        outbox = self._outbox
+        while outbox:
+            entry = outbox.popleft()
+            if type(entry) is bytes:
+                endpoint.send(entry)
+                continue
+            if entry[0] is _SUBSCRIBE:
+                endpoint.subscribe(entry[1], [BROADCAST, self._topic])
+                continue
+            # Consecutive publications to the same receivers travel in one frame.
+            _, key, receivers, item = entry
+            items, size = [item], len(item)
+            while outbox and len(items) < BATCH_ITEMS and size < BATCH_BYTES:
+                following = outbox[0]
+                if type(following) is bytes or following[0] is not _PUBLICATION or following[1] != key:
+                    break
+                outbox.popleft()
+                items.append(following[3])
+                size += len(following[3])
+            endpoint.send(p.encode(p.Publish(0, receivers, len(items), p.join_items(items))))
+        self._drained.set()
+
+    def _deliver_published(self, frames: list[bytes]) -> None:
+        if len(frames) < 2 or frames[0] not in (BROADCAST, self._topic):
+            return
+        try:
+            header = p.decode(frames[1])
+        except RemoteProtocolError as exc:
+            self._log.warning("bad publication header from the serving locker: %s", exc)
+            return
+        if isinstance(header, p.Probe):
+            self._deliver(frames[1])
+            return
+        if not isinstance(header, p.Published) or len(frames) != 3:
+            return
+        topic = frames[0]
+        expected = self._seen.get(topic)
+        if expected is not None and header.before > expected:
+            self.dropped_publications += header.before - expected
+        self._seen[topic] = header.before + header.count
+        if header.sender == self.unique_name:
+            return  # our own broadcast: delivered to ourselves when published, if asked
+        try:
+            items, malformed = p.decode_items(frames[2], header.count)
+        except RemoteProtocolError as exc:
+            self.malformed_publications += header.count
+            self._log.warning("bad publication batch from %s: %s", header.sender, exc)
+            return
+        self.malformed_publications += malformed
+        if self._on_publications is not None and items:
+            self._on_publications(header.sender, header.sender_name, items)
 
     def _deliver(self, data: bytes) -> None:
         self._last_heard = self._clock()

@@ -8,6 +8,7 @@ them instead.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -19,8 +20,9 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
-from . import serverfile
+from . import protocol, serverfile
 from .client import Client
+from .dispatch import Dispatcher
 from .errors import (
     AuthenticationError,
     LockTimeout,
@@ -30,11 +32,13 @@ from .errors import (
     ServerFileError,
 )
 from .lock import Lock
+from .mailbox import FLAG_REPLACE, FLAG_UNIQUE, Mailbox, Publication
 from .protocol import MAX_NAME_LEN, MAX_NAMES
 from .server import Server
 from .transport.keys import CurveKeys, derive_keys, load_authorized_keys, load_key_pair
 
 _ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
+_PUBLISH_CODES: dict[type[PylockerError], int] = {NotConnected: 1, NotStarted: 2}
 _RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3}
 
 FRESH_FINGERPRINT = 10.0  # seconds; a fingerprint refreshed this recently names a live server
@@ -81,6 +85,20 @@ def _names(path: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _receivers(receivers: Any) -> list[str] | None:
+    if receivers is None:
+        return None
+    names = [receivers] if isinstance(receivers, str) else receivers
+    if not isinstance(names, (list, tuple, set, frozenset)):
+        raise TypeError(f"receivers must be None or a list of unique names, not {type(receivers).__name__}")
+    if len(names) > protocol.MAX_RECEIVERS:
+        raise ValueError(f"at most {protocol.MAX_RECEIVERS} receivers per publication")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"every receiver must be a unique name (a string), got {type(name).__name__}")
+    return list(dict.fromkeys(names))
+
+
 def _advertised(host: str) -> str:
     if host in ("0.0.0.0", "*", "", "::"):
         try:
@@ -105,6 +123,8 @@ class ServerLocker:
             as a client, instead of the client key derived from the password.
         authorized_keys: a folder of zmq.auth certificates; when serving, admit only
             clients presenting one of those public keys (one key pair per machine).
+        mailbox_size: received publications kept at most; past that the oldest
+            are dropped (and counted in ``dropped_messages``).
     """
 
     def __init__(self, password: str, name: str | None = None, serverFile: bool | str = True,
@@ -113,7 +133,8 @@ class ServerLocker:
                  connectTimeout: float = 20, logger: logging.Logger | bool | None = False,
                  blocking: bool = False, debugMode: bool = False, *,
                  listen_address: str = "127.0.0.1", lease: float | None = DEFAULT_LEASE,
-                 key_file: str | None = None, authorized_keys: str | None = None) -> None:
+                 key_file: str | None = None, authorized_keys: str | None = None,
+                 mailbox_size: int = 100_000) -> None:
         if not isinstance(password, str):
             raise TypeError(f"password must be a string, not {type(password).__name__}")
         if name is not None and not isinstance(name, str):
@@ -161,6 +182,14 @@ class ServerLocker:
         self._tokens: dict[str, int] = {}
         self._global_locks: dict[frozenset[str], str] = {}
         self._lost_callbacks: list[Callable[[str, str], None]] = []
+        if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
+            raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
+        self._mailbox_size = mailbox_size
+        self._mailbox = Mailbox(mailbox_size)
+        self._mail = threading.Condition()
+        self._message_callbacks: list[tuple[Callable[[dict[str, Any]], None], str | None]] = []
+        self._dispatcher = Dispatcher(f"pylocker-callbacks-{self._name}", self._log)
+        self._publication_ids = itertools.count(1)
         self._server: Server | None = None
         self._client: Client | None = None
         self._election: serverfile.ElectionLock | None = None
@@ -180,6 +209,7 @@ class ServerLocker:
             "connectTimeout": self._connectTimeout, "debugMode": self._debugMode,
             "listen_address": self._listen_address, "lease": self._lease,
             "key_file": self._key_file, "authorized_keys": self._authorized_keys,
+            "mailbox_size": self._mailbox_size,
             "logger": self._user_logger if isinstance(self._user_logger, logging.Logger) else False,
         }
 
@@ -440,7 +470,7 @@ class ServerLocker:
                         name=self._name, unique_name=self._unique_name,
                         max_lock_time=self._maxLockTime or None, lease=self._lease, logger=self._log,
                         epoch=epoch, first_token=first_token, on_local_lost=self._lost,
-                        client_keys=self._admitted,
+                        client_keys=self._admitted, on_publications=self._on_served_publications,
                         on_tick=self._refresh_fingerprint)
         try:
             server.start()
@@ -502,7 +532,8 @@ class ServerLocker:
 
     def _open_client(self, address: str, port: int, password: str, timeout: float) -> None:
         client = Client(self._keys(password), address, port, name=self._name,
-                        unique_name=self._unique_name, logger=self._log, on_lost=self._lost)
+                        unique_name=self._unique_name, logger=self._log, on_lost=self._lost,
+                        on_publications=self._deliver)
         welcome = client.connect(timeout)
         self._client = client
         self._fingerprint = serverfile.Fingerprint(welcome.server_unique_name, time.time(), address, port,
@@ -525,6 +556,7 @@ class ServerLocker:
             self._owned.clear()
             self._tokens.clear()
             self._global_locks.clear()
+        self._dispatcher.stop()
         self._stopped.set()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
@@ -654,14 +686,166 @@ class ServerLocker:
         return names is not None
 
     def _lost(self, lock_id: str, reason: str) -> None:
-        # Runs on an I/O thread (under the server's table mutex when serving): keep it short.
+        # Runs on an I/O thread (under the server's table mutex when serving): user
+        # callbacks go to the dispatcher thread, where they may call back into the locker.
         if self._forget(lock_id):
             self._log.warning("%s lost lock %s (%s)", self._name, lock_id, reason)
-            for callback in list(self._lost_callbacks):
-                try:
-                    callback(lock_id, reason)
-                except Exception:
-                    self._log.exception("lock-lost callback %r failed", callback)
+            for callback in self._lost_callbacks:
+                self._dispatcher.submit(callback, lock_id, reason)
+
+    # -------------------------------------------------------------- messages
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """get list of received published messages (publication dictionaries, oldest first)"""
+        with self._mail:
+            self._mailbox.expire(time.monotonic())
+            return [publication.as_dict() for publication in self._mailbox.all()]
+
+    @property
+    def dropped_messages(self) -> int:
+        """Publications this locker missed (it fell behind) or evicted (mailbox full)."""
+        client = self._client
+        missed = client.dropped_publications if client is not None else 0
+        return missed + self._mailbox.dropped
+
+    def publish_message(self, message: str, receivers: Iterable[str] | None = None,
+                        timeout: float | None = None, toSelf: bool = True, unique: bool = False,
+                        replace: bool = True, *, payload: Any = None) -> tuple[bool, Any]:
+        """Publish a message to connected lockers: (True, publicationId) or (False, 1|2|message).
+
+        receivers: unique names (None: every connected locker); unknown names are
+        ignored. timeout: seconds the message lives in each receiver's mailbox.
+        toSelf: also deliver to this locker. unique: a receiver keeps one message of
+        this text; replace: a newer unique one replaces the older (else is dropped).
+        payload: any msgpack-able value carried with the message.
+        1: connection to the serving locker lost; 2: neither a client nor a server.
+        """
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a string, not {type(message).__name__}")
+        if len(message) > protocol.MAX_MESSAGE:
+            raise ValueError(f"message is {len(message)} characters long; at most {protocol.MAX_MESSAGE}")
+        targets = _receivers(receivers)
+        if timeout is not None:
+            _check_number(timeout, "timeout")
+        for value, argument in ((toSelf, "toSelf"), (unique, "unique"), (replace, "replace")):
+            _check_bool(value, argument)
+        flags = (FLAG_UNIQUE if unique else 0) | (FLAG_REPLACE if replace else 0)
+        publication_id = f"{self._unique_name[:12]}-{next(self._publication_ids):x}"
+        sent_at = time.time()
+        item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at)
+        if len(item) > protocol.MAX_FRAME // 2:
+            raise ValueError(f"publication is {len(item)} bytes; at most {protocol.MAX_FRAME // 2}")
+        server, client = self._server, self._client
+        try:
+            if server is not None:
+                server.publish(targets, 1, protocol.join_items([item]))
+            elif client is not None:
+                client.publish(targets, item)
+            else:
+                raise NotStarted()
+        except PylockerError as exc:
+            return False, _code_for(exc, _PUBLISH_CODES)
+        if toSelf:
+            self._deliver(self._unique_name, self._name,
+                          [(message, payload, timeout, flags, publication_id, sent_at)])
+        return True, publication_id
+
+    def publish(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """alias to publish_message"""
+        return self.publish_message(*args, **kwargs)
+
+    def has_message(self, message: str) -> bool:
+        """Whether a message exists in the list of received published messages."""
+        with self._mail:
+            self._mailbox.expire(time.monotonic())
+            return message in self._mailbox
+
+    def get_message(self, message: str) -> dict[str, Any] | None:
+        """The (oldest) publication dictionary of ``message``, or None."""
+        with self._mail:
+            self._mailbox.expire(time.monotonic())
+            publication = self._mailbox.find(message)
+        return None if publication is None else publication.as_dict()
+
+    def pop_message(self, message: str) -> dict[str, Any] | None:
+        """Like get_message, and the publication leaves the mailbox."""
+        with self._mail:
+            self._mailbox.expire(time.monotonic())
+            publication = self._mailbox.pop(message)
+        return None if publication is None else publication.as_dict()
+
+    def remove_published_message(self, message: str, senders: Iterable[str] | None = None) -> int:
+        """Remove received publications of ``message`` (only from ``senders``' unique names, if given)."""
+        wanted = None if senders is None else _receivers(senders)
+        with self._mail:
+            return self._mailbox.remove(message, wanted)
+
+    def remove_message(self, *args: Any, **kwargs: Any) -> int:
+        """alias to remove_published_message"""
+        return self.remove_published_message(*args, **kwargs)
+
+    def wait_message(self, message: str | None = None, timeout: float | None = None,
+                     pop: bool = False) -> dict[str, Any] | None:
+        """Block until a publication of ``message`` (None: any) is in the mailbox; None on timeout.
+
+        Woken by arrival, not by polling. With ``pop`` the publication leaves the mailbox.
+        """
+        if timeout is not None:
+            _check_number(timeout, "timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._mail:
+            while True:
+                now = time.monotonic()
+                self._mailbox.expire(now)
+                if message is None:
+                    found = next(iter(self._mailbox.all()), None) if len(self._mailbox) else None
+                else:
+                    found = self._mailbox.find(message)
+                if found is not None:
+                    if pop:
+                        self._mailbox.remove_publication(found)
+                    return found.as_dict()
+                remaining = None if deadline is None else deadline - now
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._mail.wait(remaining)
+
+    def on_message(self, callback: Callable[[dict[str, Any]], None], message: str | None = None) -> None:
+        """Call ``callback(publication)`` for every arriving publication (of ``message``, if given).
+
+        Callbacks run one at a time on this locker's callback thread.
+        """
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        self._message_callbacks.append((callback, message))
+
+    def _on_served_publications(self, sender: str, sender_name: str, count: int, items: bytes) -> None:
+        try:
+            decoded, malformed = protocol.decode_items(items, count)
+        except PylockerError as exc:
+            self._log.warning("bad publication batch from %s: %s", sender, exc)
+            return
+        if malformed:
+            self._log.warning("%d malformed publications from %s dropped", malformed, sender)
+        if decoded:
+            self._deliver(sender, sender_name, decoded)
+
+    def _deliver(self, sender: str, sender_name: str, items: list[protocol.Item]) -> None:
+        now = time.monotonic()
+        arrived = []
+        with self._mail:
+            mailbox = self._mailbox
+            mailbox.expire(now)
+            for message, payload, timeout, flags, publication_id, sent_at in items:
+                publication = Publication(message, payload, sender, sender_name, publication_id, sent_at,
+                                          timeout, flags, None if timeout is None else now + timeout)
+                if mailbox.add(publication) and self._message_callbacks:
+                    arrived.append(publication)
+            self._mail.notify_all()
+        for publication in arrived:
+            for callback, wanted in self._message_callbacks:
+                if wanted is None or wanted == publication.message:
+                    self._dispatcher.submit(callback, publication.as_dict())
 
 
 class SingleLocker(ServerLocker):

@@ -24,6 +24,9 @@ MAX_NAME_LEN: Final = 4096
 MAX_TEXT: Final = 1024
 MAX_ID: Final = 2**63 - 1
 MAX_TIMEOUT: Final = 10.0**9
+MAX_RECEIVERS: Final = 1024
+MAX_BATCH: Final = 65536
+MAX_MESSAGE: Final = 65536
 
 
 # ----------------------------------------------------------------- requests
@@ -102,8 +105,39 @@ class Pong(NamedTuple):
     request_id: int
 
 
+class Publish(NamedTuple):
+    """A batch of ``count`` publications (packed items in ``items``) for ``receivers`` (None: all)."""
+
+    request_id: int
+    receivers: list[str] | None
+    count: int
+    items: bytes
+
+
+class SubscribeCheck(NamedTuple):
+    """Ask the server to publish a ``Probe`` on our topic: proves our subscription is live."""
+
+    request_id: int
+
+
+# ------------------------------------------- on the PUB socket (topic, header[, items])
+class Published(NamedTuple):
+    """Header of a forwarded batch; ``before`` counts what this topic carried earlier."""
+
+    request_id: int
+    sender: str
+    sender_name: str
+    before: int
+    count: int
+
+
+class Probe(NamedTuple):
+    request_id: int
+
+
 Message = Union[Hello, Acquire, Release, Cancel, Heartbeat, Bye,
-                Welcome, Grant, Timeout, Released, Expire, Error, Pong]
+                Welcome, Grant, Timeout, Released, Expire, Error, Pong, Publish, SubscribeCheck,
+                Published, Probe]
 
 
 # --------------------------------------------------------------- validators
@@ -133,6 +167,19 @@ def _optional_seconds(value: Any) -> bool:
     return value is None or _seconds(value)
 
 
+def _receivers(value: Any) -> bool:
+    return value is None or (type(value) is list and len(value) <= MAX_RECEIVERS
+                             and all(type(v) is str and len(v) <= MAX_TEXT for v in value))
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 < value <= MAX_BATCH
+
+
+def _blob(value: Any) -> bool:
+    return type(value) is bytes and len(value) <= MAX_FRAME
+
+
 def _code(value: Any) -> bool:
     return type(value) is int and 0 <= value <= 255
 
@@ -152,10 +199,14 @@ _SCHEMAS: Final[dict[int, tuple[type, tuple[Callable[[Any], bool], ...]]]] = {
     68: (Expire, (_uint, _text(MAX_TEXT), _text(MAX_TEXT))),
     69: (Error, (_uint, _text(MAX_TEXT))),
     70: (Pong, (_uint,)),
+    7: (Publish, (_uint, _receivers, _count, _blob)),
+    8: (SubscribeCheck, (_uint,)),
+    96: (Published, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _uint, _count)),
+    97: (Probe, (_uint,)),
 }
 _TYPE_CODES: Final = {cls: code for code, (cls, _) in _SCHEMAS.items()}
 
-REQUESTS: Final = (Hello, Acquire, Release, Cancel, Heartbeat, Bye)
+REQUESTS: Final = (Hello, Acquire, Release, Cancel, Heartbeat, Bye, Publish, SubscribeCheck)
 
 def encode(message: Message) -> bytes:
     """Serialise one message; raises LocalProtocolError for a type not on the wire."""
@@ -188,3 +239,48 @@ def decode(data: bytes) -> Message:
         if not check(value):
             raise RemoteProtocolError(f"{cls.__name__} field {cls._fields[index]} is invalid")
     return cls(*fields)  # type: ignore[no-any-return]
+
+
+# -------------------------------------------------------------- publications
+# An item is [message, payload, timeout, flags, publication_id, time]. Items are
+# packed one by one by the publishing thread (so an unpackable payload fails there,
+# in the caller's hands) and joined into one msgpack array per batch.
+def encode_item(message: str, payload: Any, timeout: float | None, flags: int, publication_id: str,
+                time: float) -> bytes:
+    """One packed publication; raises TypeError for a payload msgpack cannot carry."""
+    try:
+        return msgpack.packb([message, payload, timeout, flags, publication_id, time], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"payload cannot be sent: {exc}") from None
+
+
+def join_items(items: list[bytes]) -> bytes:
+    """A msgpack array made of already packed items."""
+    count = len(items)
+    if count < 16:
+        header = bytes((0x90 | count,))
+    elif count < 65536:
+        header = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + count.to_bytes(4, "big")
+    return header + b"".join(items)
+
+
+Item = tuple  # (message, payload, timeout, flags, publication_id, time)
+
+
+def decode_items(blob: bytes, count: int) -> tuple[list[Item], int]:
+    """The well-formed items of a batch, and how many were malformed (and skipped)."""
+    try:
+        items = msgpack.unpackb(blob, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises many unrelated types for bad input
+        raise RemoteProtocolError(f"undecodable publication batch: {exc.__class__.__name__}") from None
+    if type(items) is not list or len(items) != count:
+        raise RemoteProtocolError("publication batch does not hold its announced count")
+    good: list[Item] = []
+    for item in items:
+        if (type(item) is list and len(item) == 6 and type(item[0]) is str and len(item[0]) <= MAX_MESSAGE
+                and _optional_seconds(item[2]) and type(item[3]) is int and 0 <= item[3] <= 255
+                and type(item[4]) is str and len(item[4]) <= MAX_TEXT and type(item[5]) in (float, int)):
+            good.append(tuple(item))
+    return good, count - len(good)

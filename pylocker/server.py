@@ -28,6 +28,13 @@ START_TIMEOUT: Final = 10.0
 LOCAL_SLACK: Final = 1.0  # how long a local waiter trusts the I/O thread past its deadline
 
 LostCallback = Callable[[str, str], None]
+PublicationsCallback = Callable[[str, str, int, bytes], None]  # sender, sender name, count, items
+BROADCAST: Final = b"*\0"
+
+
+def topic_for(unique_name: bytes) -> bytes:
+    """The PUB topic of one locker (NUL-terminated: SUB filters match prefixes)."""
+    return b"U" + unique_name + b"\0"
 
 
 class ClientInfo(NamedTuple):
@@ -53,6 +60,7 @@ class Server:
                  first_token: int = 1, epoch: int = 0,
                  client_keys: set[bytes] | None = None,
                  on_local_lost: LostCallback | None = None,
+                 on_publications: PublicationsCallback | None = None,
                  on_tick: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
@@ -64,6 +72,11 @@ class Server:
         self._log = logger
         self._client_keys = client_keys if client_keys is not None else {keys.client.public}
         self._on_local_lost = on_local_lost
+        self._on_publications = on_publications
+        self._pub_lock = threading.Lock()
+        self._pub_outbox: collections.deque[tuple[bytes, bytes, bytes] | tuple[bytes, bytes]] = \
+            collections.deque()
+        self._pub_counts: dict[bytes, int] = {}
         self._on_tick = on_tick
         self._clock = clock
         self._table = LockTable(max_lock_time=max_lock_time, lease=lease, first_token=first_token)
@@ -185,6 +198,36 @@ class Server:
     def lease(self) -> float | None:
         return self._table.lease
 
+    def publish(self, receivers: list[str] | None, count: int, items: bytes) -> None:
+        """Fan a batch of the serving locker's own publications out to the others."""
+        if not self._running:
+            raise NotStarted()
+        self._route(self.unique_name, self.name, receivers, count, items, deliver_locally=False)
+        endpoint = self._endpoint
+        if endpoint is not None:
+            endpoint.waker.wake()
+
+    def _route(self, sender: str, sender_name: str, receivers: list[str] | None, count: int,
+               items: bytes, deliver_locally: bool = True) -> None:
+        """Queue a batch for every receiving topic; hand it to the serving locker if it is one."""
+        if receivers is None:
+            topics = [BROADCAST]
+            local = sender != self.unique_name
+        else:
+            local = self.unique_name in receivers
+            clients = self._clients
+            topics = [topic_for(peer) for peer in {r.encode() for r in receivers if r != sender}
+                      if peer in clients]  # unknown receivers are nobody's business
+        with self._pub_lock:
+            counts = self._pub_counts
+            for topic in topics:
+                before = counts.get(topic, 0)
+                counts[topic] = before + count
+                header = p.encode(p.Published(0, sender, sender_name, before, count))
+                self._pub_outbox.append((topic, header, items))
+        if local and deliver_locally and self._on_publications is not None:
+            self._on_publications(sender, sender_name, count, items)
+
     def clients(self) -> dict[bytes, ClientInfo]:
         with self._mutex:
             return dict(self._clients)
@@ -244,7 +287,7 @@ class Server:
                 now = self._clock()
                 wake_at = next_tick if deadline is None else min(deadline, next_tick)
                 self._planned_wake = wake_at
-                if self._outbox:
+                if self._outbox or self._pub_outbox:
                     wake_at = now
                 if endpoint.poll(max(0.0, wake_at - now)):
                     for peer, frames in endpoint.receive():
@@ -273,12 +316,17 @@ class Server:
                 return
             for peer in [peer for peer in self._clients if not self._table.is_leased(peer)]:
                 del self._clients[peer]
+                with self._pub_lock:
+                    self._pub_counts.pop(topic_for(peer), None)
 
     def _flush(self, endpoint: ServerEndpoint) -> None:
         outbox = self._outbox
         while outbox:
             peer, frame = outbox.popleft()
             endpoint.send(peer, frame)
+        publications = self._pub_outbox
+        while publications:
+            endpoint.publish(publications.popleft())
 
     def _handle(self, peer: bytes, frames: list[bytes]) -> None:
         if len(frames) != 1:
@@ -290,11 +338,25 @@ class Server:
             self._log.warning("bad frame from %r: %s", peer, exc)
             self._outbox.append((peer, p.encode(p.Error(0, f"bad frame: {exc}"))))
             return
+        kind = type(message)
+        if kind is p.Publish:
+            # Outside the table mutex: publications never touch locks, and local delivery
+            # must not hold up lock traffic.
+            info = self._clients.get(peer)
+            if info is None:
+                self._outbox.append((peer, p.encode(p.Error(message.request_id, "say hello first"))))
+                return
+            self._route(info.unique_name, info.name, message.receivers, message.count,  # type: ignore[union-attr]
+                        message.items)  # type: ignore[union-attr]
+            return
+        if kind is p.SubscribeCheck:
+            with self._pub_lock:
+                self._pub_outbox.append((topic_for(peer), p.encode(p.Probe(message.request_id))))
+            return
         with self._mutex:
             now = self._clock()
             table = self._table
             table.touch(peer, now)
-            kind = type(message)
             if kind is p.Acquire:
                 self._on_acquire(peer, message, now)  # type: ignore[arg-type]
             elif kind is p.Release:
@@ -345,6 +407,8 @@ class Server:
 
     def _forget(self, peer: bytes, now: float) -> None:
         self._clients.pop(peer, None)
+        with self._pub_lock:
+            self._pub_counts.pop(topic_for(peer), None)
         for key in [k for k in self._queued if k[0] == peer]:
             del self._queued[key]
         effects = self._table.drop_owner(peer, now)

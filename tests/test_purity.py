@@ -9,7 +9,7 @@ import pytest
 
 import pylocker
 
-PURE = ["table.py", "protocol.py"]
+PURE = ["table.py", "protocol.py", "mailbox.py"]
 FORBIDDEN = {"zmq", "socket", "threading", "time", "os", "asyncio", "pickle"}
 
 

@@ -22,6 +22,7 @@ from ..protocol import MAX_FRAME
 from .keys import CurveKeys
 
 PORT_SEARCH: Final = 100
+PUB_HWM: Final = 1000  # batches queued per subscriber before the slowest ones start missing some
 RECV_BATCH: Final = 256
 HEARTBEAT_MS: Final = 1000
 HEARTBEAT_TIMEOUT_MS: Final = 4000
@@ -195,6 +196,7 @@ class ServerEndpoint:
             self.router.setsockopt(zmq.RCVHWM, 100_000)
             self.port = _bind(self.router, host, port)
             self.pub = self._secure(self.context.socket(zmq.PUB), keys)
+            self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
             self.pub_port = _bind(self.pub, host, 0)
         except BaseException:
             self.close()
@@ -258,8 +260,9 @@ class ServerEndpoint:
         except zmq.ZMQError as exc:
             self._log.debug("reply to %r dropped: %s", peer, exc)
 
-    def publish(self, topic: bytes, data: bytes) -> None:
-        self.pub.send_multipart((topic, data))
+    def publish(self, frames: tuple[bytes, ...]) -> None:
+        """Send on the PUB socket; a subscriber past its high-water mark misses it (counted by it)."""
+        self.pub.send_multipart(frames, copy=False)
 
     def close(self) -> None:
         monitor = getattr(self, "_monitor", None)
@@ -314,7 +317,7 @@ class ClientEndpoint:
         """Connect the SUB socket to the server's PUB port for these topics."""
         if self.sub is None:
             self.sub = self._secure(self.context.socket(zmq.SUB), self._keys)
-            self.sub.setsockopt(zmq.RCVHWM, 0)
+            self.sub.setsockopt(zmq.RCVHWM, PUB_HWM)
             self._poller.register(self.sub, zmq.POLLIN)
             self.sub.connect(f"tcp://{self.host}:{pub_port}")
         for topic in topics:

@@ -87,3 +87,52 @@ def serve(server_file: str, ready: Any, finished: Any, kwargs: Any = None) -> No
     ready.put((os.getpid(), locker.port if locker.isServer else None))
     finished.wait(120)
     locker.stop()
+
+
+def agent(server_file: str, name: str, commands: Any, replies: Any, kwargs: Any = None) -> None:
+    """A locker in its own process that runs (method, args, kwargs) commands and replies with results.
+
+    The pseudo-method "callbacks" registers an on_message callback whose calls are
+    collected; "collected" returns them.
+    """
+    import threading
+
+    locker = ServerLocker(PASSWORD, name=name, serverFile=server_file, allowServing=False,
+                          connectTimeout=20, **(kwargs or {}))
+    collected: list[Any] = []
+    arrived = threading.Event()
+
+    def collect(publication: Any) -> None:
+        collected.append(publication)
+        arrived.set()
+
+    replies.put(("ready", locker.uniqueName, locker.isClient))
+    try:
+        while True:
+            method, args, kw = commands.get(timeout=60)
+            if method == "stop":
+                replies.put(("stopped", None, None))
+                return
+            try:
+                if method == "callbacks":
+                    locker.on_message(collect, *args, **kw)
+                    result: Any = None
+                elif method == "collected":
+                    count = args[0]
+                    deadline = time.monotonic() + 10
+                    while len(collected) < count and time.monotonic() < deadline:
+                        arrived.wait(0.05)
+                        arrived.clear()
+                    result = list(collected)
+                elif method == "publish_many":
+                    for index in range(args[0]):
+                        locker.publish_message(f"m-{index}", payload=index, **kw)
+                    result = True
+                else:
+                    attribute = getattr(locker, method)
+                    result = attribute(*args, **kw) if callable(attribute) else attribute
+                replies.put(("ok", method, result))
+            except Exception as exc:  # reported to the test, which decides
+                replies.put(("error", method, repr(exc)))
+    finally:
+        locker.stop()

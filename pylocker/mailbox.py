@@ -1,0 +1,144 @@
+"""The receiver's store of published messages: pure (no threads, no clock of its own).
+
+Rules, as pylocker 3.1 documented them:
+
+* A publication that arrives with ``unique`` set may exist only once per message
+  text in this mailbox: with ``replace`` it replaces the one already there, without
+  it the newcomer is discarded.
+* A publication with a ``timeout`` leaves the mailbox that many seconds after it
+  arrived (``now`` is passed in; ``expire`` applies what is due).
+* The mailbox holds at most ``capacity`` publications: past that the oldest is
+  evicted and counted in ``dropped``, so a receiver that never reads stays bounded.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, Iterable
+
+FLAG_UNIQUE = 1
+FLAG_REPLACE = 2
+
+
+class Publication:
+    """One received message; ``as_dict`` is the seed's publication dictionary."""
+
+    __slots__ = ("expires_at", "flags", "message", "payload", "publication_id", "sender",
+                 "sender_name", "time", "timeout")
+
+    def __init__(self, message: str, payload: Any, sender: str, sender_name: str, publication_id: str,
+                 time: float, timeout: float | None, flags: int, expires_at: float | None) -> None:
+        self.message = message
+        self.payload = payload
+        self.sender = sender
+        self.sender_name = sender_name
+        self.publication_id = publication_id
+        self.time = time
+        self.timeout = timeout
+        self.flags = flags
+        self.expires_at = expires_at
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "message": self.message, "payload": self.payload, "sender": self.sender,
+            "senderName": self.sender_name, "publicationId": self.publication_id,
+            "time": self.time, "timeout": self.timeout,
+            "unique": bool(self.flags & FLAG_UNIQUE), "replace": bool(self.flags & FLAG_REPLACE),
+        }
+
+
+class Mailbox:
+    """Publications in arrival order, indexed by message text."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.dropped = 0
+        self.received = 0
+        self._all: dict[str, Publication] = {}
+        self._by_message: dict[str, dict[str, Publication]] = {}
+        self._expiry: list[tuple[float, str]] = []
+
+    def add(self, publication: Publication) -> bool:
+        """Store ``publication``; False when ``unique`` without ``replace`` discarded it."""
+        self.received += 1
+        same = self._by_message.get(publication.message)
+        if same and publication.flags & FLAG_UNIQUE:
+            if not publication.flags & FLAG_REPLACE:
+                return False
+            for old in list(same.values()):
+                self._remove(old)
+        if publication.publication_id in self._all:
+            self._remove(self._all[publication.publication_id])
+        if len(self._all) >= self.capacity:
+            self._remove(next(iter(self._all.values())))
+            self.dropped += 1
+        self._all[publication.publication_id] = publication
+        same = self._by_message.get(publication.message)  # the removals above may have dropped it
+        if same is None:
+            self._by_message[publication.message] = same = {}
+        same[publication.publication_id] = publication
+        if publication.expires_at is not None:
+            heapq.heappush(self._expiry, (publication.expires_at, publication.publication_id))
+        return True
+
+    def expire(self, now: float) -> int:
+        """Remove every publication whose timeout is due; returns how many."""
+        removed = 0
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, publication_id = heapq.heappop(heap)
+            publication = self._all.get(publication_id)
+            if publication is not None and publication.expires_at is not None and publication.expires_at <= now:
+                self._remove(publication)
+                removed += 1
+        if len(heap) > 1024 and len(heap) > 4 * len(self._all):
+            self._expiry = [e for e in heap if e[1] in self._all]
+            heapq.heapify(self._expiry)
+        return removed
+
+    def next_expiry(self) -> float | None:
+        return self._expiry[0][0] if self._expiry else None
+
+    def find(self, message: str) -> Publication | None:
+        """The oldest publication of ``message``, if any."""
+        same = self._by_message.get(message)
+        return next(iter(same.values())) if same else None
+
+    def pop(self, message: str) -> Publication | None:
+        publication = self.find(message)
+        if publication is not None:
+            self._remove(publication)
+        return publication
+
+    def remove_publication(self, publication: Publication) -> None:
+        if self._all.get(publication.publication_id) is publication:
+            self._remove(publication)
+
+    def remove(self, message: str, senders: Iterable[str] | None = None) -> int:
+        """Remove the publications of ``message`` (only from ``senders``, if given)."""
+        same = self._by_message.get(message)
+        if not same:
+            return 0
+        wanted = None if senders is None else set(senders)
+        doomed = [p for p in same.values() if wanted is None or p.sender in wanted]
+        for publication in doomed:
+            self._remove(publication)
+        return len(doomed)
+
+    def all(self) -> list[Publication]:
+        return list(self._all.values())
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, message: object) -> bool:
+        return bool(self._by_message.get(message))  # type: ignore[arg-type]
+
+    def _remove(self, publication: Publication) -> None:
+        del self._all[publication.publication_id]
+        same = self._by_message[publication.message]
+        del same[publication.publication_id]
+        if not same:
+            del self._by_message[publication.message]

@@ -1,0 +1,176 @@
+"""Messages between lockers in separate processes, through one serving locker."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from typing import Any, Iterator
+
+import pytest
+
+import _workers
+from pylocker import ServerLocker
+
+pytestmark = pytest.mark.integration
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class Agent:
+    """A locker in another process, driven by commands."""
+
+    def __init__(self, server_file: str, name: str, **kwargs: Any) -> None:
+        self.commands, self.replies = SPAWN.Queue(), SPAWN.Queue()
+        self.process = SPAWN.Process(target=_workers.agent,
+                                     args=(server_file, name, self.commands, self.replies, kwargs))
+        self.process.start()
+        status, self.unique_name, connected = self.replies.get(timeout=60)
+        assert status == "ready" and connected
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.commands.put((method, args, kwargs))
+            status, _, result = self.replies.get(timeout=60)
+            assert status == "ok", result
+            return result
+        return call
+
+    def stop(self) -> None:
+        self.commands.put(("stop", (), {}))
+        self.process.join(20)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+@pytest.fixture
+def agents(serving: ServerLocker, server_file: str) -> Iterator[Any]:
+    made: list[Agent] = []
+
+    def make(name: str, **kwargs: Any) -> Agent:
+        agent = Agent(server_file, name, **kwargs)
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.stop()
+
+
+def test_broadcast_reaches_everybody_with_its_publication_fields(serving: ServerLocker, agents: Any) -> None:
+    alice, bob = agents("alice"), agents("bob")
+    ok, publication_id = alice.publish_message("hello", payload={"n": [1, 2.5, "x"]})
+    assert ok is True
+    got = bob.wait_message("hello", timeout=10)
+    assert got["payload"] == {"n": [1, 2.5, "x"]} and got["sender"] == alice.unique_name
+    assert got["senderName"] == "alice" and got["publicationId"] == publication_id and got["time"] > 0
+    assert serving.wait_message("hello", timeout=10)["sender"] == alice.unique_name
+    assert alice.has_message("hello")  # toSelf defaults to True
+
+
+def test_targeted_and_unknown_receivers(serving: ServerLocker, agents: Any) -> None:
+    alice, bob, carol = agents("alice"), agents("bob"), agents("carol")
+    ok, _ = alice.publish_message("for-bob", receivers=[bob.unique_name, "nobody-by-that-name"], toSelf=False)
+    assert ok is True
+    assert bob.wait_message("for-bob", timeout=10) is not None
+    alice.publish_message("fence", toSelf=False)  # broadcast after: once carol has it, for-bob would have come
+    assert carol.wait_message("fence", timeout=10) is not None
+    assert not carol.has_message("for-bob") and not alice.has_message("for-bob")
+    assert not serving.has_message("for-bob")
+    assert serving.publish_message("from-server", receivers=[carol.unique_name], toSelf=False)[0]
+    assert carol.wait_message("from-server", timeout=10)["senderName"] == "server"
+
+
+def test_to_self_false_skips_the_sender(agents: Any) -> None:
+    alice, bob = agents("alice"), agents("bob")
+    alice.publish_message("quiet", toSelf=False)
+    alice.publish_message("loud")
+    assert bob.wait_message("loud", timeout=10) and bob.has_message("quiet")
+    assert alice.has_message("loud") and not alice.has_message("quiet")
+
+
+def test_timeout_removes_the_message_at_each_receiver(agents: Any) -> None:
+    alice, bob = agents("alice"), agents("bob")
+    alice.publish_message("brief", timeout=0.3, toSelf=False)
+    assert bob.wait_message("brief", timeout=10) is not None
+    assert bob.wait_message("never", timeout=0.5) is None  # lets the message age past its timeout
+    assert not bob.has_message("brief") and bob.get_message("brief") is None
+
+
+def test_unique_and_replace(agents: Any) -> None:
+    alice, bob = agents("alice"), agents("bob")
+    alice.publish_message("state", payload=1, unique=True, toSelf=False)
+    alice.publish_message("state", payload=2, unique=True, replace=True, toSelf=False)
+    alice.publish_message("state", payload=3, unique=True, replace=False, toSelf=False)
+    alice.publish_message("dup", payload=1, toSelf=False)
+    alice.publish_message("dup", payload=2, toSelf=False)
+    alice.publish_message("fence", toSelf=False)
+    assert bob.wait_message("fence", timeout=10)
+    payloads = [(m["message"], m["payload"]) for m in bob.messages()]
+    assert payloads == [("state", 2), ("dup", 1), ("dup", 2), ("fence", None)]
+
+
+def test_get_pop_and_remove_with_a_senders_filter(agents: Any) -> None:
+    alice, bob, carol = agents("alice"), agents("bob"), agents("carol")
+    alice.publish_message("job", payload="a", toSelf=False)
+    bob.publish_message("job", payload="b", toSelf=False)
+    alice.publish_message("fence-a", toSelf=False)
+    bob.publish_message("fence-b", toSelf=False)
+    assert carol.wait_message("fence-a", timeout=10) and carol.wait_message("fence-b", timeout=10)
+    assert carol.remove_published_message("job", senders=[bob.unique_name]) == 1
+    assert carol.get_message("job")["payload"] == "a"
+    assert carol.pop_message("job")["payload"] == "a"
+    assert carol.pop_message("job") is None and not carol.has_message("job")
+    carol.remove_message("fence-a")
+    assert [m["message"] for m in carol.messages()] == ["fence-b"]
+
+
+def test_one_publisher_order_is_kept(agents: Any) -> None:
+    alice, bob = agents("alice"), agents("bob")
+    alice.publish_many(2000, receivers=[bob.unique_name], toSelf=False)
+    assert bob.wait_message("m-1999", timeout=20)
+    received = [m["payload"] for m in bob.messages()]
+    assert received == list(range(2000))
+    assert bob.dropped_messages() == 0
+
+
+def test_callbacks_are_woken_by_arrival(agents: Any) -> None:
+    alice, bob = agents("alice"), agents("bob")
+    bob.callbacks("ping")
+    alice.publish_message("other", toSelf=False)
+    alice.publish_message("ping", payload=1, toSelf=False)
+    alice.publish_message("ping", payload=2, toSelf=False)
+    collected = bob.collected(2)
+    assert [c["payload"] for c in collected] == [1, 2]
+
+
+def test_blocking_wait_returns_on_arrival_in_this_process(serving: ServerLocker, agents: Any) -> None:
+    alice = agents("alice")
+    result: list[Any] = []
+    waiter = threading.Thread(target=lambda: result.append(serving.wait_message("wake", timeout=20, pop=True)))
+    waiter.start()
+    alice.publish_message("wake", payload="up", toSelf=False)
+    waiter.join(30)
+    assert result and result[0]["payload"] == "up" and not serving.has_message("wake")
+
+
+def test_a_full_mailbox_stays_bounded_and_counts_what_it_dropped(agents: Any) -> None:
+    alice, bob = agents("alice"), agents("bob", mailbox_size=100)
+    alice.publish_many(500, receivers=[bob.unique_name], toSelf=False)
+    assert bob.wait_message("m-499", timeout=20)
+    assert len(bob.messages()) == 100 and bob.dropped_messages() == 400
+    assert bob.messages()[0]["payload"] == 400
+
+
+def test_bad_publish_arguments_say_what_is_wrong(serving: ServerLocker) -> None:
+    for kwargs, error in (({"message": 5}, TypeError), ({"message": "x", "receivers": 5}, TypeError),
+                          ({"message": "x", "timeout": -1}, ValueError),
+                          ({"message": "x", "toSelf": "yes"}, TypeError),
+                          ({"message": "x", "payload": object()}, TypeError)):
+        with pytest.raises(error):
+            serving.publish_message(**kwargs)
+
+
+def test_publish_codes_when_not_started(server_file: str) -> None:
+    locker = ServerLocker("pw", serverFile=server_file, autoconnect=False)
+    assert locker.publish_message("x") == (False, 2)
+    assert locker.publish("x") == (False, 2)
