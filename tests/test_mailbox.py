@@ -1,0 +1,97 @@
+"""The receiver's mailbox rules, pure and deterministic."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pylocker.mailbox import FLAG_REPLACE, FLAG_UNIQUE, Mailbox, Publication
+
+_ids = iter(range(10**9))
+
+
+def pub(message: str, payload: object = None, sender: str = "s", flags: int = 0,
+        expires_at: float | None = None) -> Publication:
+    return Publication(message, payload, sender, "name", f"id-{next(_ids)}", 0.0, None, flags, expires_at)
+
+
+def test_publications_keep_arrival_order() -> None:
+    box = Mailbox()
+    for index in range(5):
+        box.add(pub(f"m{index % 2}", index))
+    assert [p.payload for p in box.all()] == [0, 1, 2, 3, 4]
+    assert box.find("m1").payload == 1 and "m0" in box and "m9" not in box
+
+
+def test_unique_with_replace_keeps_only_the_newest() -> None:
+    box = Mailbox()
+    box.add(pub("state", 1))
+    box.add(pub("state", 2))
+    assert box.add(pub("state", 3, flags=FLAG_UNIQUE | FLAG_REPLACE))
+    assert [p.payload for p in box.all()] == [3]
+
+
+def test_unique_without_replace_discards_the_newcomer() -> None:
+    box = Mailbox()
+    box.add(pub("state", 1))
+    assert box.add(pub("state", 2, flags=FLAG_UNIQUE)) is False
+    assert [p.payload for p in box.all()] == [1]
+    assert box.add(pub("other", 3, flags=FLAG_UNIQUE)) is True  # unique only against the same text
+
+
+def test_expiry_is_applied_when_due() -> None:
+    box = Mailbox()
+    box.add(pub("a", expires_at=5.0))
+    box.add(pub("b"))
+    assert box.next_expiry() == 5.0
+    assert box.expire(4.999) == 0 and "a" in box
+    assert box.expire(5.0) == 1 and "a" not in box and "b" in box
+
+
+def test_a_removed_publication_does_not_expire_twice() -> None:
+    box = Mailbox()
+    box.add(pub("a", expires_at=1.0))
+    box.pop("a")
+    assert box.expire(2.0) == 0 and len(box) == 0
+
+
+def test_remove_filters_by_sender() -> None:
+    box = Mailbox()
+    box.add(pub("job", 1, sender="alice"))
+    box.add(pub("job", 2, sender="bob"))
+    box.add(pub("job", 3, sender="carol"))
+    assert box.remove("job", ["bob", "carol"]) == 2
+    assert [p.payload for p in box.all()] == [1]
+    assert box.remove("job") == 1 and box.remove("job") == 0
+
+
+def test_capacity_evicts_the_oldest_and_counts_it() -> None:
+    box = Mailbox(capacity=3)
+    for index in range(5):
+        box.add(pub("m", index))
+    assert [p.payload for p in box.all()] == [2, 3, 4] and box.dropped == 2 and box.received == 5
+    with pytest.raises(ValueError):
+        Mailbox(capacity=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([0, FLAG_UNIQUE, FLAG_UNIQUE | FLAG_REPLACE]),
+                          st.sampled_from(["add", "pop", "remove"])), max_size=40))
+def test_index_and_order_stay_consistent(operations: list[tuple[str, int, str]]) -> None:
+    box = Mailbox(capacity=10)
+    for message, flags, action in operations:
+        if action == "add":
+            box.add(pub(message, flags=flags))
+        elif action == "pop":
+            box.pop(message)
+        else:
+            box.remove(message)
+        everything = box.all()
+        assert len(everything) == len(box) <= 10
+        for text in "abc":
+            mine = [p for p in everything if p.message == text]
+            assert (text in box) == bool(mine)
+            assert box.find(text) is (mine[0] if mine else None)
+            if any(p.flags & FLAG_UNIQUE for p in mine[-1:]):
+                assert len(mine) == 1
