@@ -36,7 +36,7 @@ REPLY_SLACK: Final = 5.0  # how long past its own deadline a call waits for the 
 STOP_TIMEOUT: Final = 5.0
 
 LostCallback = Callable[[str, str], None]
-PublicationsCallback = Callable[[str, str, list[p.Item]], None]  # sender, sender name, items
+PublicationsCallback = Callable[[str, str, list[Any]], int]  # sender, name, raw items -> malformed
 _PUBLICATION = object()  # marks outbox entries that are publications
 _SUBSCRIBE = object()  # marks the outbox entry that connects the SUB socket
 BROADCAST: Final = b"*\0"
@@ -302,14 +302,13 @@ class Client:
         if header.sender == self.unique_name:
             return  # our own broadcast: delivered to ourselves when published, if asked
         try:
-            items, malformed = p.decode_items(frames[2], header.count)
+            items = p.decode_items(frames[2], header.count)
         except RemoteProtocolError as exc:
             self.malformed_publications += header.count
             self._log.warning("bad publication batch from %s: %s", header.sender, exc)
             return
-        self.malformed_publications += malformed
-        if self._on_publications is not None and items:
-            self._on_publications(header.sender, header.sender_name, items)
+        if self._on_publications is not None:
+            self.malformed_publications += self._on_publications(header.sender, header.sender_name, items)
 
     def _deliver(self, data: bytes) -> None:
         self._last_heard = self._clock()

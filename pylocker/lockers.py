@@ -88,6 +88,8 @@ def _names(path: Any) -> list[str]:
 def _receivers(receivers: Any) -> list[str] | None:
     if receivers is None:
         return None
+    if type(receivers) is list and len(receivers) == 1 and type(receivers[0]) is str:
+        return receivers
     names = [receivers] if isinstance(receivers, str) else receivers
     if not isinstance(names, (list, tuple, set, frozenset)):
         raise TypeError(f"receivers must be None or a list of unique names, not {type(receivers).__name__}")
@@ -190,6 +192,8 @@ class ServerLocker:
         self._message_callbacks: list[tuple[Callable[[dict[str, Any]], None], str | None]] = []
         self._dispatcher = Dispatcher(f"pylocker-callbacks-{self._name}", self._log)
         self._publication_ids = itertools.count(1)
+        self._publication_prefix = self._unique_name[:12] + "-"
+        self._packers = threading.local()
         self._server: Server | None = None
         self._client: Client | None = None
         self._election: serverfile.ElectionLock | None = None
@@ -572,6 +576,7 @@ class ServerLocker:
             return False, reason
         self.stop()
         self._unique_name = uuid.uuid4().hex
+        self._publication_prefix = self._unique_name[:12] + "-"
         self._fingerprint = None
         self._stopped.clear()
         return True, None
@@ -720,19 +725,25 @@ class ServerLocker:
         payload: any msgpack-able value carried with the message.
         1: connection to the serving locker lost; 2: neither a client nor a server.
         """
-        if not isinstance(message, str):
-            raise TypeError(f"message must be a string, not {type(message).__name__}")
-        if len(message) > protocol.MAX_MESSAGE:
+        # This is the message hot path: cheap exact-type checks first, explanations after.
+        if type(message) is not str or len(message) > protocol.MAX_MESSAGE:
+            if not isinstance(message, str):
+                raise TypeError(f"message must be a string, not {type(message).__name__}")
             raise ValueError(f"message is {len(message)} characters long; at most {protocol.MAX_MESSAGE}")
-        targets = _receivers(receivers)
+        targets = None if receivers is None else _receivers(receivers)
         if timeout is not None:
             _check_number(timeout, "timeout")
-        for value, argument in ((toSelf, "toSelf"), (unique, "unique"), (replace, "replace")):
-            _check_bool(value, argument)
+        if type(toSelf) is not bool or type(unique) is not bool or type(replace) is not bool:
+            for value, argument in ((toSelf, "toSelf"), (unique, "unique"), (replace, "replace")):
+                _check_bool(value, argument)
         flags = (FLAG_UNIQUE if unique else 0) | (FLAG_REPLACE if replace else 0)
-        publication_id = f"{self._unique_name[:12]}-{next(self._publication_ids):x}"
+        publication_id = "%s%x" % (self._publication_prefix, next(self._publication_ids))
         sent_at = time.time()
-        item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at)
+        packer = getattr(self._packers, "packer", None)
+        if packer is None:
+            # One reusable Packer per thread: packb() builds a new one per call, at twice the cost.
+            packer = self._packers.packer = protocol.new_packer()
+        item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at, packer)
         if len(item) > protocol.MAX_FRAME // 2:
             raise ValueError(f"publication is {len(item)} bytes; at most {protocol.MAX_FRAME // 2}")
         server, client = self._server, self._client
@@ -747,7 +758,7 @@ class ServerLocker:
             return False, _code_for(exc, _PUBLISH_CODES)
         if toSelf:
             self._deliver(self._unique_name, self._name,
-                          [(message, payload, timeout, flags, publication_id, sent_at)])
+                          [[message, payload, timeout, flags, publication_id, sent_at]])
         return True, publication_id
 
     def publish(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
@@ -821,31 +832,45 @@ class ServerLocker:
 
     def _on_served_publications(self, sender: str, sender_name: str, count: int, items: bytes) -> None:
         try:
-            decoded, malformed = protocol.decode_items(items, count)
+            decoded = protocol.decode_items(items, count)
         except PylockerError as exc:
             self._log.warning("bad publication batch from %s: %s", sender, exc)
             return
-        if malformed:
-            self._log.warning("%d malformed publications from %s dropped", malformed, sender)
-        if decoded:
-            self._deliver(sender, sender_name, decoded)
+        self._deliver(sender, sender_name, decoded)
 
-    def _deliver(self, sender: str, sender_name: str, items: list[protocol.Item]) -> None:
+    def _deliver(self, sender: str, sender_name: str, items: list[Any]) -> int:
+        """Store publications (raw items, checked here one by one); returns how many were malformed."""
         now = time.monotonic()
         arrived = []
+        malformed = 0
+        limit = protocol.MAX_MESSAGE
         with self._mail:
             mailbox = self._mailbox
-            mailbox.expire(now)
-            for message, payload, timeout, flags, publication_id, sent_at in items:
+            if mailbox._expiry:
+                mailbox.expire(now)
+            add = mailbox.add
+            for item in items:
+                if type(item) is not list or len(item) != 6:
+                    malformed += 1
+                    continue
+                message, payload, timeout, flags, publication_id, sent_at = item
+                if (type(message) is not str or len(message) > limit or type(publication_id) is not str
+                        or type(flags) is not int or type(sent_at) is not float
+                        or (timeout is not None and not protocol.valid_seconds(timeout))):
+                    malformed += 1
+                    continue
                 publication = Publication(message, payload, sender, sender_name, publication_id, sent_at,
                                           timeout, flags, None if timeout is None else now + timeout)
-                if mailbox.add(publication) and self._message_callbacks:
+                if add(publication) and self._message_callbacks:
                     arrived.append(publication)
             self._mail.notify_all()
+        if malformed:
+            self._log.warning("%d malformed publications from %s dropped", malformed, sender)
         for publication in arrived:
             for callback, wanted in self._message_callbacks:
                 if wanted is None or wanted == publication.message:
                     self._dispatcher.submit(callback, publication.as_dict())
+        return malformed
 
 
 class SingleLocker(ServerLocker):
