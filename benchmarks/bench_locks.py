@@ -401,6 +401,8 @@ def _worker_scale_loadgen(spec: dict[str, Any]) -> None:
     open_s = time.monotonic() - start
     proc = psutil.Process()
     connected_rss = proc.memory_info().rss
+    _emit({"connected": len(lockers), "open_s": open_s, "failures": failures})
+    _next_command()  # "lock": the orchestrator has read the server's memory with connections only
 
     n = len(lockers)
     per_client = spec["locks"] // max(n, 1)
@@ -764,6 +766,10 @@ class Suite:
                 if "progress" not in r:
                     break
                 _say(f"scale: {r['progress']} clients open after {r['elapsed']:.1f} s")
+            out["server_rss_connected"] = sproc.memory_info().rss
+            _say(f"scale: {r['connected']} clients connected; taking {locks:,} locks through them")
+            loadgen.send("lock")
+            r = loadgen.recv(200)
             out.update({k: r[k] for k in ("clients", "failures", "open_s", "locks", "lock_failures", "lock_s",
                                            "threads")})
             out["loadgen_rss"] = r["rss"]
@@ -1016,11 +1022,13 @@ def render_markdown(res: dict[str, Any], goals: list[dict[str, Any]]) -> str:
         rows += [
             (f"Scale: clients connected (of {scale['clients_wanted']:,}) in one load-generator process; "
              f"locks held (of {scale['locks_wanted']:,})",
-             f"{scale['clients']:,} in {scale['open_s']:.1f} s; {scale['locks']:,} in {scale['lock_s']:.1f} s",
+             f"{scale['clients']:,} in {scale['open_s']:.1f} s; {scale['locks']:,} in {scale['lock_s']:.1f} s "
+             f"(load generator: {scale['threads']:,} threads, {scale['loadgen_rss'] / mb:.0f} MB)",
              "n/a", "n/a", "not run", "not run", ("", "", "")),
-            ("Scale: server resident memory idle / loaded / end",
-             f"{scale['server_rss_idle'] / mb:.0f} / {scale['server_rss_loaded'] / mb:.0f} / "
-             f"{scale['server_rss_end'] / mb:.0f} MB", "n/a", "n/a", "not run", "not run", verdict("scale_rss")),
+            ("Scale: server resident memory idle / clients connected / locks held / end",
+             f"{scale['server_rss_idle'] / mb:.0f} / {scale['server_rss_connected'] / mb:.0f} / "
+             f"{scale['server_rss_loaded'] / mb:.0f} / {scale['server_rss_end'] / mb:.0f} MB",
+             "n/a", "n/a", "not run", "not run", verdict("scale_rss")),
             ("Scale: probe acquire latency p50 / p99 under load (plus churn from 2 clients)",
              f"{_fmt_us(scale['probe_acquire_p50'])} / {_fmt_us(scale['probe_acquire_p99'])} "
              f"({scale['probe_ops_per_s']:,.0f}/s probe, {scale['churn_ops_per_s']:,.0f}/s churn, "
