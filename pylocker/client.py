@@ -26,8 +26,10 @@ from .errors import (
 from .transport.keys import CurveKeys
 from .transport.sockets import ClientEndpoint
 
-HEARTBEAT: Final = 1.0  # seconds between heartbeats when otherwise idle
-PROBE_INTERVAL: Final = 0.1  # seconds between checks that our subscription is live
+HEARTBEAT: Final = 1.0  # seconds between heartbeats when otherwise idle (at most)
+FROZEN: Final = 0.5  # a poll that returns this much later than asked means we were frozen
+HEARTBEATS_PER_LEASE: Final = 4  # so that a late answer or two never looks like a dead server
+PROBE_INTERVAL: Final = 0.02  # seconds between checks that our subscription is live
 BATCH_ITEMS: Final = 4096  # publications per frame at most
 BATCH_BYTES: Final = 256 * 1024
 MAX_PENDING: Final = 100_000  # queued publications before publish() waits for the I/O thread
@@ -56,6 +58,7 @@ class Client:
     def __init__(self, keys: CurveKeys, host: str, port: int, *, name: str, unique_name: str,
                  logger: logging.Logger, on_lost: LostCallback | None = None,
                  on_publications: PublicationsCallback | None = None,
+                 on_connection_lost: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
         self.host = host
@@ -65,6 +68,7 @@ class Client:
         self._log = logger
         self._on_lost = on_lost
         self._on_publications = on_publications
+        self._on_connection_lost = on_connection_lost
         self._topic = b"U" + unique_name.encode() + b"\0"
         self._seen: dict[bytes, int] = {}
         self._drained = threading.Event()
@@ -217,7 +221,7 @@ class Client:
     def _run(self) -> None:
         try:
             endpoint = ClientEndpoint(self._keys, self.host, self.port, self.unique_name.encode(),
-                                      self._log, self._auth_failed)
+                                      self._log, self._auth_failed, self._disconnected)
         except Exception as exc:
             self._failure = NotConnected(f"cannot open a connection: {exc}")
             self._ready.set()
@@ -228,8 +232,14 @@ class Client:
         try:
             while self._running or self._outbox:
                 now = self._clock()
-                timeout = max(0.0, last_sent + HEARTBEAT - now) if not self._outbox else 0.0
-                readable, sub_readable = endpoint.poll(timeout if self._running else 0.0)
+                heartbeat = self._heartbeat_interval()
+                timeout = max(0.0, last_sent + heartbeat - now) if not self._outbox else 0.0
+                if not self._running:
+                    timeout = 0.0
+                readable, sub_readable = endpoint.poll(timeout)
+                if self._clock() - now > timeout + FROZEN:
+                    # This process was frozen (SIGSTOP, a debugger, swapping): the silence was ours.
+                    self._last_heard = self._clock()
                 if readable:
                     for data in endpoint.receive():
                         self._deliver(data)
@@ -242,12 +252,12 @@ class Client:
                 elif not self._running:
                     break
                 now = self._clock()
-                if self.welcome is not None and now - last_sent >= HEARTBEAT:
+                if self.welcome is not None and now - last_sent >= heartbeat:
                     endpoint.send(p.encode(p.Heartbeat(0)))
                     last_sent = now
                 if self._lease is not None and now - self._last_heard > self._lease and self._failure is None:
                     self._log.error("the serving locker at %s:%s stopped answering", self.host, self.port)
-                    self._fail_all(NotConnected("the serving locker stopped answering"))
+                    self._lose_connection("the serving locker stopped answering")
         except PylockerError as exc:
             self._fail_all(exc)
         except Exception:
@@ -332,6 +342,32 @@ class Client:
             return
         call.reply = message
         call.event.set()
+
+    def _heartbeat_interval(self) -> float:
+        lease = self._lease
+        return HEARTBEAT if lease is None else max(0.02, min(HEARTBEAT, lease / HEARTBEATS_PER_LEASE))
+
+    def _disconnected(self) -> None:
+        if self.welcome is not None and self._failure is None and self._running:
+            self._log.warning("the serving locker at %s:%s closed the connection", self.host, self.port)
+            self._lose_connection("the serving locker closed the connection")
+
+    def _lose_connection(self, reason: str) -> None:
+        self._fail_all(NotConnected(reason))
+        self._running = False  # the I/O thread ends; the facade decides whether to reconnect
+        if self._on_connection_lost is not None:
+            self._on_connection_lost()
+
+    def reclaim(self, lock_id: str, names: list[str], token: int, timeout: float) -> bool:
+        """After a failover: ask the (new) server to give back a lock we held."""
+        reply = self._call(p.Reclaim(0, lock_id, names, token), timeout)
+        if isinstance(reply, p.Reclaimed):
+            return reply.granted
+        raise _as_error(reply)
+
+    def reclaim_done(self) -> None:
+        self._outbox.append(p.encode(p.ReclaimDone(0)))
+        self._wake()
 
     def _auth_failed(self) -> None:
         self._fail_all(AuthenticationError("the serving locker refused our credentials (wrong password?)"))

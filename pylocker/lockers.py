@@ -199,6 +199,11 @@ class ServerLocker:
         self._election: serverfile.ElectionLock | None = None
         self._fingerprint: serverfile.Fingerprint | None = None
         self._stopped = threading.Event()
+        self._online = threading.Event()  # set while serving or connected
+        self._role_lock = threading.RLock()
+        self._closing = False
+        self._connected_to: tuple[str, int] | None = None
+        self._failover_thread: threading.Thread | None = None
         if autoconnect:
             self.start()
             if blocking:
@@ -426,6 +431,8 @@ class ServerLocker:
         if self.isServer or self.isClient:
             return True
         self._stopped.clear()
+        self._closing = False
+        self._connected_to = None
         if not isinstance(self._serverFile, str):
             self._log.warning("%s has no server file and no address to connect to", self._name)
             return False
@@ -434,6 +441,7 @@ class ServerLocker:
         while True:
             try:
                 if self.canServe and self._try_serve(path):
+                    self._online.set()
                     return True
                 fp = serverfile.read(path)
             except (ServerFileError, OSError) as exc:
@@ -446,6 +454,7 @@ class ServerLocker:
             if fp is not None and self._looks_alive(fp):
                 try:
                     self._open_client(fp.address, fp.port, self._password, min(remaining, 5.0))
+                    self._online.set()
                     return True
                 except AuthenticationError as exc:
                     self._log.error("%s", exc)
@@ -456,9 +465,12 @@ class ServerLocker:
 
     @staticmethod
     def _looks_alive(fp: serverfile.Fingerprint) -> bool:
-        if serverfile.is_fresh(fp, FRESH_FINGERPRINT):
-            return True
-        return psutil.pid_exists(fp.pid)
+        if fp.host == serverfile.this_host():
+            try:
+                return psutil.Process(fp.pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                return False
+        return serverfile.is_fresh(fp, FRESH_FINGERPRINT)
 
     def _try_serve(self, path: str) -> bool:
         election = serverfile.ElectionLock(path)
@@ -468,35 +480,61 @@ class ServerLocker:
             previous = serverfile.read(path)
         except ServerFileError:
             previous = None
-        epoch = (previous.epoch + 1) if previous is not None else 1
-        first_token = (previous.last_token + 1) if previous is not None else 1
+        lease = self._lease or DEFAULT_LEASE
+        recover_from = None
+        if (previous is not None and previous.unique_name != self._unique_name and previous.clients
+                and serverfile.is_fresh(previous, 2 * lease + 2)):
+            # The previous server died recently with clients: give them a grace period to
+            # re-claim their locks before anything new is granted.
+            recover_from = set(previous.clients) - {self._unique_name}
         server = Server(self._keys(self._password), self._listen_address, self._port,
                         name=self._name, unique_name=self._unique_name,
                         max_lock_time=self._maxLockTime or None, lease=self._lease, logger=self._log,
-                        epoch=epoch, first_token=first_token, on_local_lost=self._lost,
-                        client_keys=self._admitted, on_publications=self._on_served_publications,
-                        on_tick=self._refresh_fingerprint)
+                        epoch=election.epoch, first_token=serverfile.first_token(election.epoch),
+                        on_local_lost=self._lost, client_keys=self._admitted,
+                        on_publications=self._on_served_publications, on_tick=self._refresh_fingerprint,
+                        on_clients_changed=self._clients_changed, recover_from=recover_from, grace=lease)
         try:
             server.start()
             fingerprint = serverfile.Fingerprint(
                 self._unique_name, time.time(), _advertised(self._listen_address), server.port,
-                os.getpid(), self._name, epoch, server.last_token)
+                os.getpid(), self._name, election.epoch, (), serverfile.this_host())
             serverfile.write(path, fingerprint)
         except BaseException:
             server.stop()
             election.release()
             raise
         self._server, self._election, self._fingerprint = server, election, fingerprint
-        self._log.info("%s serves on %s:%s (server file %s)", self._name, self._listen_address, server.port, path)
+        self._log.info("%s serves on %s:%s (server file %s, epoch %d%s)", self._name, self._listen_address,
+                       server.port, path, election.epoch, ", recovering" if recover_from else "")
+        for lock_id, names, token in self._held_locks():
+            if not server.reclaim(lock_id, names, token):
+                self._lost(lock_id, "failover")
+        server.reclaim_done(self._unique_name)
         return True
 
+    def _held_locks(self) -> list[tuple[str, list[str], int]]:
+        with self._state_lock:
+            return [(lock_id, list(names), self._tokens.get(lock_id, 0)) for lock_id, names in self._owned.items()]
+
     def _refresh_fingerprint(self) -> None:
-        server, fp = self._server, self._fingerprint
-        if server is None or fp is None or not isinstance(self._serverFile, str):
+        fp = self._fingerprint
+        if self._server is None or fp is None:
             return
-        self._fingerprint = fp._replace(timestamp=time.time(), last_token=server.last_token)
+        self._write_fingerprint(fp._replace(timestamp=time.time()))
+
+    def _clients_changed(self, clients: list[str]) -> None:
+        fp = self._fingerprint
+        if self._server is None or fp is None:
+            return
+        self._write_fingerprint(fp._replace(timestamp=time.time(), clients=tuple(clients)))
+
+    def _write_fingerprint(self, fingerprint: serverfile.Fingerprint) -> None:
+        if not isinstance(self._serverFile, str):
+            return
+        self._fingerprint = fingerprint
         try:
-            serverfile.write(self._serverFile, self._fingerprint)
+            serverfile.write(self._serverFile, fingerprint)
         except (OSError, ServerFileError) as exc:
             self._log.error("cannot refresh server file %r: %s", self._serverFile, exc)
 
@@ -516,9 +554,12 @@ class ServerLocker:
             self._log.warning("%s is already running; stop it before connecting elsewhere", self._name)
             return False
         self._stopped.clear()
+        self._closing = False
         for trial in range(ntrials):
             try:
                 self._open_client(address, port, self._password, self._connectTimeout / ntrials)
+                self._connected_to = (address, port)
+                self._online.set()
                 return True
             except AuthenticationError as exc:
                 self._log.error("%s", exc)
@@ -537,7 +578,7 @@ class ServerLocker:
     def _open_client(self, address: str, port: int, password: str, timeout: float) -> None:
         client = Client(self._keys(password), address, port, name=self._name,
                         unique_name=self._unique_name, logger=self._log, on_lost=self._lost,
-                        on_publications=self._deliver)
+                        on_publications=self._deliver, on_connection_lost=self._connection_lost)
         welcome = client.connect(timeout)
         self._client = client
         self._fingerprint = serverfile.Fingerprint(welcome.server_unique_name, time.time(), address, port,
@@ -546,8 +587,11 @@ class ServerLocker:
 
     def stop(self) -> None:
         """Stop server and client connections. Locks held through this locker are released."""
-        server, client, election = self._server, self._client, self._election
-        self._server = self._client = self._election = None
+        with self._role_lock:
+            self._closing = True
+            server, client, election = self._server, self._client, self._election
+            self._server = self._client = self._election = None
+        self._online.clear()
         if client is not None:
             client.close()
         if server is not None:
@@ -657,28 +701,130 @@ class ServerLocker:
 
     # --------------------------------------------------------------- engine
     def _acquire(self, names: list[str], timeout: float) -> tuple[str, int]:
-        server, client = self._server, self._client
-        if server is not None:
-            lock_id, token = server.acquire(names, timeout)
-        elif client is not None:
-            lock_id, token = client.acquire(names, timeout)
-        else:
-            raise NotStarted()
-        with self._state_lock:
-            self._owned[lock_id] = names
-            self._tokens[lock_id] = token
-        return lock_id, token
+        deadline = time.monotonic() + timeout
+        while True:
+            server, client = self._server, self._client
+            try:
+                if server is not None:
+                    lock_id, token = server.acquire(names, timeout)
+                elif client is not None:
+                    lock_id, token = client.acquire(names, timeout)
+                elif self._failover_thread is None:
+                    raise NotStarted()
+                else:
+                    lock_id = ""
+            except (NotConnected, NotStarted) as exc:
+                if not self._reconnect or self._closing or isinstance(exc, AuthenticationError):
+                    raise
+                if self._client is client and self._server is server:
+                    self._online.clear()  # the failover has not noticed yet
+                lock_id = ""
+            if lock_id:
+                with self._state_lock:
+                    self._owned[lock_id] = names
+                    self._tokens[lock_id] = token
+                return lock_id, token
+            # Failing over: wait for the next server, then ask again with what is left of the timeout.
+            timeout = deadline - time.monotonic()
+            if timeout <= 0 or not self._online.wait(timeout):
+                raise LockTimeout(names, None)
+            timeout = max(0.0, deadline - time.monotonic())
 
     def _release(self, lock_id: str) -> int:
-        server, client = self._server, self._client
-        if server is not None:
-            code = 1 if server.release(lock_id) else 0
-        elif client is not None:
-            code = client.release(lock_id, self._connectTimeout)
+        for attempt in (1, 2):
+            server, client = self._server, self._client
+            try:
+                if server is not None:
+                    code = 1 if server.release(lock_id) else 0
+                elif client is not None:
+                    code = client.release(lock_id, self._connectTimeout)
+                else:
+                    raise NotStarted()
+            except (NotConnected, NotStarted):
+                # During a failover the lock is re-claimed first, then released.
+                if (attempt == 2 or not self._reconnect or self._closing or self._failover_thread is None
+                        or not self._online.wait(self._connectTimeout)):
+                    raise
+                continue
+            self._forget(lock_id)
+            return code
+        raise NotConnected("unreachable")
+
+    # --------------------------------------------------------------- failover
+    @property
+    def reconnect(self) -> bool:
+        """Whether this locker finds the serving locker again (or becomes it) when it is lost."""
+        return self._reconnect
+
+    def _connection_lost(self) -> None:
+        # Runs on the lost client's I/O thread: hand the work to a failover thread.
+        self._online.clear()
+        with self._role_lock:
+            if self._closing:
+                return
+            if not self._reconnect:
+                self._log.error("%s lost the serving locker; reconnect is off", self._name)
+                return
+            if self._failover_thread is not None and self._failover_thread.is_alive():
+                return
+            self._failover_thread = threading.Thread(target=self._failover, name=f"pylocker-failover-{self._name}",
+                                                     daemon=True)
+            self._failover_thread.start()
+
+    def _failover(self) -> None:
+        lost = self._fingerprint
+        started = time.monotonic()
+        self._log.warning("%s lost the serving locker %s; finding the next one", self._name,
+                          lost.unique_name if lost else "?")
+        while not self._closing:
+            with self._role_lock:
+                if self._closing:
+                    break
+                old = self._client
+                self._client = None
+                if old is not None:
+                    old.close(say_bye=False)
+                try:
+                    joined = self._rejoin()
+                except AuthenticationError as exc:
+                    self._log.error("%s", exc)
+                    joined = False
+                except (NotConnected, ServerFileError, OSError) as exc:
+                    self._log.debug("failover attempt failed: %s", exc)
+                    joined = False
+            if joined:
+                self._log.warning("%s is back after %.3f s, as %s", self._name, time.monotonic() - started,
+                                  "the server" if self._server is not None else "a client")
+                break
+            self._stopped.wait(ELECTION_RETRY * 5)
+        with self._role_lock:
+            self._failover_thread = None
+
+    def _rejoin(self) -> bool:
+        """One attempt to serve or to connect again; re-claims our locks on success."""
+        if self._connected_to is not None:
+            address, port = self._connected_to
+            self._open_client(address, port, self._password, 1.0)
         else:
-            raise NotStarted()
-        self._forget(lock_id)
-        return code
+            path = self._serverFile
+            if not isinstance(path, str):
+                return False
+            if self.canServe and self._try_serve(path):
+                self._online.set()
+                return True
+            fp = serverfile.read(path)
+            if fp is None or not self._looks_alive(fp):
+                return False
+            self._open_client(fp.address, fp.port, self._password, 1.0)
+        client = self._client
+        if client is None:
+            return False
+        for lock_id, names, token in self._held_locks():
+            if not client.reclaim(lock_id, names, token, self._connectTimeout):
+                self._lost(lock_id, "failover")
+        client.reclaim_done()
+        self._online.set()
+        return True
 
     def _forget(self, lock_id: str) -> bool:
         with self._state_lock:

@@ -114,6 +114,26 @@ class Publish(NamedTuple):
     items: bytes
 
 
+class Reclaim(NamedTuple):
+    """After a failover: take back a lock held under the previous server."""
+
+    request_id: int
+    lock_id: str
+    names: list[str]
+    token: int
+
+
+class ReclaimDone(NamedTuple):
+    """After a failover: this client has re-claimed everything it held."""
+
+    request_id: int
+
+
+class Reclaimed(NamedTuple):
+    request_id: int
+    granted: bool
+
+
 class SubscribeCheck(NamedTuple):
     """Ask the server to publish a ``Probe`` on our topic: proves our subscription is live."""
 
@@ -137,7 +157,7 @@ class Probe(NamedTuple):
 
 Message = Union[Hello, Acquire, Release, Cancel, Heartbeat, Bye,
                 Welcome, Grant, Timeout, Released, Expire, Error, Pong, Publish, SubscribeCheck,
-                Published, Probe]
+                Published, Probe, Reclaim, ReclaimDone, Reclaimed]
 
 
 # --------------------------------------------------------------- validators
@@ -180,6 +200,10 @@ def _blob(value: Any) -> bool:
     return type(value) is bytes and len(value) <= MAX_FRAME
 
 
+def _bool(value: Any) -> bool:
+    return type(value) is bool
+
+
 def _code(value: Any) -> bool:
     return type(value) is int and 0 <= value <= 255
 
@@ -201,12 +225,16 @@ _SCHEMAS: Final[dict[int, tuple[type, tuple[Callable[[Any], bool], ...]]]] = {
     70: (Pong, (_uint,)),
     7: (Publish, (_uint, _receivers, _count, _blob)),
     8: (SubscribeCheck, (_uint,)),
+    9: (Reclaim, (_uint, _text(MAX_TEXT), _names, _uint)),
+    10: (ReclaimDone, (_uint,)),
+    71: (Reclaimed, (_uint, _bool)),
     96: (Published, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _uint, _count)),
     97: (Probe, (_uint,)),
 }
 _TYPE_CODES: Final = {cls: code for code, (cls, _) in _SCHEMAS.items()}
 
-REQUESTS: Final = (Hello, Acquire, Release, Cancel, Heartbeat, Bye, Publish, SubscribeCheck)
+REQUESTS: Final = (Hello, Acquire, Release, Cancel, Heartbeat, Bye, Publish, SubscribeCheck, Reclaim,
+                   ReclaimDone)
 
 def encode(message: Message) -> bytes:
     """Serialise one message; raises LocalProtocolError for a type not on the wire."""

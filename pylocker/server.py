@@ -62,6 +62,8 @@ class Server:
                  on_local_lost: LostCallback | None = None,
                  on_publications: PublicationsCallback | None = None,
                  on_tick: Callable[[], None] | None = None,
+                 on_clients_changed: Callable[[list[str]], None] | None = None,
+                 recover_from: set[str] | None = None, grace: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
         self._host = host
@@ -79,7 +81,12 @@ class Server:
         self._pub_counts: dict[bytes, int] = {}
         self._on_tick = on_tick
         self._clock = clock
-        self._table = LockTable(max_lock_time=max_lock_time, lease=lease, first_token=first_token)
+        self._on_clients_changed = on_clients_changed
+        # After a failover: the clients of the previous server that may still hold locks.
+        self._expected = set(recover_from) if recover_from is not None else set()
+        recover_until = clock() + grace if recover_from is not None else None
+        self._table = LockTable(max_lock_time=max_lock_time, lease=lease, first_token=first_token,
+                                recover_until=recover_until)
         self._mutex = threading.Lock()
         self._waiters: dict[str, _Waiter] = {}
         self._queued: dict[tuple[bytes, int], str] = {}  # (peer, request id) -> waiting lock id
@@ -175,6 +182,38 @@ class Server:
             if effects:
                 self._dispatch(effects)
         return released
+
+    def reclaim(self, lock_id: str, names: list[str], token: int) -> bool:
+        """Take back one of the serving locker's own locks after a failover."""
+        with self._mutex:
+            return self._table.reclaim(lock_id, LOCAL, names, token, self._clock())
+
+    def reclaim_done(self, unique_name: str) -> None:
+        """``unique_name`` has re-claimed all it held; recovery ends when nobody is left."""
+        with self._mutex:
+            self._expected.discard(unique_name)
+            if not self._expected and self._table.recover_until is not None:
+                self._dispatch(self._table.end_recovery(self._clock()))
+        self._wake_io()
+
+    @property
+    def recovering(self) -> bool:
+        return self._table.recover_until is not None
+
+    def client_names(self) -> list[str]:
+        with self._mutex:
+            return [info.unique_name for info in self._clients.values()]
+
+    def _clients_changed(self) -> None:
+        # Caller holds the mutex. The facade records the names in the server file, so a
+        # successor knows whose locks to wait for after a failover.
+        if self._on_clients_changed is not None:
+            self._on_clients_changed([info.unique_name for info in self._clients.values()])
+
+    def _wake_io(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is not None and threading.current_thread() is not self._thread:
+            endpoint.waker.wake()
 
     def snapshot(self) -> list[tuple[str, tuple[str, ...], ClientInfo | None, int]]:
         """Every held lock: (lock id, names, holder (None for the server), token)."""
@@ -314,10 +353,13 @@ class Server:
         with self._mutex:
             if self._table.lease is None:
                 return
-            for peer in [peer for peer in self._clients if not self._table.is_leased(peer)]:
+            lapsed = [peer for peer in self._clients if not self._table.is_leased(peer)]
+            for peer in lapsed:
                 del self._clients[peer]
                 with self._pub_lock:
                     self._pub_counts.pop(topic_for(peer), None)
+            if lapsed:
+                self._clients_changed()
 
     def _flush(self, endpoint: ServerEndpoint) -> None:
         outbox = self._outbox
@@ -339,15 +381,18 @@ class Server:
             self._outbox.append((peer, p.encode(p.Error(0, f"bad frame: {exc}"))))
             return
         kind = type(message)
+        info = self._clients.get(peer)
+        if info is None and kind is not p.Hello and kind is not p.Bye:
+            # A client we had forgotten (its lease lapsed while it was frozen) is back.
+            info = ClientInfo("", peer.decode("utf-8", "replace"), 0)
+            with self._mutex:
+                self._clients[peer] = info
+                self._clients_changed()
         if kind is p.Publish:
             # Outside the table mutex: publications never touch locks, and local delivery
             # must not hold up lock traffic.
-            info = self._clients.get(peer)
-            if info is None:
-                self._outbox.append((peer, p.encode(p.Error(message.request_id, "say hello first"))))
-                return
             self._route(info.unique_name, info.name, message.receivers, message.count,  # type: ignore[union-attr]
-                        message.items)  # type: ignore[union-attr]
+                        message.items)
             return
         if kind is p.SubscribeCheck:
             with self._pub_lock:
@@ -368,9 +413,22 @@ class Server:
                     self._dispatch(effects)
             elif kind is p.Heartbeat:
                 self._outbox.append((peer, p.encode(p.Pong(message.request_id))))
+            elif kind is p.Reclaim:
+                reclaim: p.Reclaim = message  # type: ignore[assignment]
+                granted = table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)
+                self._outbox.append((peer, p.encode(p.Reclaimed(reclaim.request_id, granted))))
+            elif kind is p.ReclaimDone:
+                info = self._clients.get(peer)
+                if info is not None:
+                    self._expected.discard(info.unique_name)
+                if not self._expected and table.recover_until is not None:
+                    self._dispatch(table.end_recovery(now))
             elif kind is p.Hello:
                 hello: p.Hello = message  # type: ignore[assignment]
+                changed = peer not in self._clients
                 self._clients[peer] = ClientInfo(hello.name, hello.unique_name, hello.pid)
+                if changed:
+                    self._clients_changed()
                 self._log.debug("client %s (%s) connected", hello.unique_name, hello.name)
                 self._outbox.append((peer, p.encode(p.Welcome(
                     hello.request_id, self.unique_name, self.name, table.max_lock_time, table.lease,
@@ -406,7 +464,8 @@ class Server:
         self._outbox.append((peer, p.encode(reply)))
 
     def _forget(self, peer: bytes, now: float) -> None:
-        self._clients.pop(peer, None)
+        if self._clients.pop(peer, None) is not None:
+            self._clients_changed()
         with self._pub_lock:
             self._pub_counts.pop(topic_for(peer), None)
         for key in [k for k in self._queued if k[0] == peer]:

@@ -8,6 +8,8 @@ symlink at the server file's path, or a file that another user owns, is refused.
 Election: whoever holds an exclusive ``flock`` on ``<server file>.lock`` serves.
 The kernel drops that lock when the holder dies, so a crashed server never blocks
 an election, and two lockers started at the same instant can never both serve.
+The lock file also keeps the *epoch*: every newly elected server increments it, and
+fencing tokens carry it in their high bits, so they keep growing across failovers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import socket
 import stat
 import tempfile
 import time
@@ -24,6 +27,10 @@ from typing import Any, NamedTuple
 from .errors import ServerFileError
 
 DEFAULT_NAME = ".pylocker.serverlocker"
+
+
+def this_host() -> str:
+    return socket.gethostname()
 
 
 def default_path() -> str:
@@ -38,7 +45,8 @@ class Fingerprint(NamedTuple):
     pid: int
     name: str = ""
     epoch: int = 0
-    last_token: int = 0
+    clients: tuple[str, ...] = ()
+    host: str = ""
 
 
 def _check_owned(info: os.stat_result, path: str) -> None:
@@ -75,7 +83,8 @@ def read(path: str) -> Fingerprint | None:
             unique_name=str(data["uniqueName"]), timestamp=float(data["timestamp"]),
             address=str(data["address"]), port=int(data["port"]), pid=int(data["pid"]),
             name=str(data.get("name", "")), epoch=int(data.get("epoch", 0)),
-            last_token=int(data.get("lastToken", 0)))
+            clients=tuple(str(c) for c in data.get("clients", ())[:100_000]),
+            host=str(data.get("host", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise ServerFileError(f"{path!r} does not hold a server fingerprint: {exc}") from None
 
@@ -87,7 +96,8 @@ def write(path: str, fingerprint: Fingerprint) -> None:
     data = json.dumps({
         "uniqueName": fingerprint.unique_name, "timestamp": fingerprint.timestamp,
         "address": fingerprint.address, "port": fingerprint.port, "pid": fingerprint.pid,
-        "name": fingerprint.name, "epoch": fingerprint.epoch, "lastToken": fingerprint.last_token,
+        "name": fingerprint.name, "epoch": fingerprint.epoch, "clients": list(fingerprint.clients),
+        "host": fingerprint.host,
     }).encode()
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
@@ -121,6 +131,7 @@ class ElectionLock:
     def __init__(self, server_file: str) -> None:
         self.path = server_file + ".lock"
         self._fd: int | None = None
+        self.epoch = 0
 
     def try_acquire(self) -> bool:
         """Take the lock if nobody holds it; never blocks."""
@@ -140,7 +151,21 @@ class ElectionLock:
             os.close(fd)
             raise
         self._fd = fd
+        self.epoch = self._next_epoch(fd)
         return True
+
+    @staticmethod
+    def _next_epoch(fd: int) -> int:
+        raw = os.pread(fd, 32, 0)
+        try:
+            previous = int(raw.decode("ascii").strip() or 0)
+        except ValueError:
+            previous = 0
+        epoch = previous + 1
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(epoch).encode("ascii"), 0)
+        os.fsync(fd)  # an epoch must never be handed out twice, even across a power loss
+        return epoch
 
     def release(self) -> None:
         if self._fd is not None:
@@ -150,6 +175,13 @@ class ElectionLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+
+TOKEN_EPOCH_SHIFT = 40  # fencing token = epoch << 40 | grant number within the epoch
+
+
+def first_token(epoch: int) -> int:
+    return (epoch << TOKEN_EPOCH_SHIFT) + 1
 
 
 def is_fresh(fingerprint: Fingerprint, max_age: float) -> bool:

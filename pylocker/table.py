@@ -25,6 +25,12 @@ its names or none of them.
   granted before by this table (``first_token`` lets a successor table continue a
   predecessor's sequence).
 
+* **Recovery after a failover.** A table created with ``recover_until`` grants
+  nothing new before that time (or before ``end_recovery``): requests queue as
+  usual, while ``reclaim`` lets the holders of the previous server's locks take
+  them back, with their lock ids and fencing tokens. A name can never be reclaimed
+  twice, so a failover grants no lock twice.
+
 Calls return *effects* (``Granted``, ``TimedOut``, ``Expired``, ``Dropped``) that the
 caller turns into replies; the table itself never logs, sleeps or reads a clock.
 ``next_deadline()`` says when ``expire(now)`` has work to do.
@@ -114,9 +120,10 @@ class LockTable:
     """Grants, queues, expires and releases exclusive locks on names."""
 
     def __init__(self, max_lock_time: float | None = None, lease: float | None = None,
-                 first_token: int = 1) -> None:
+                 first_token: int = 1, recover_until: float | None = None) -> None:
         self.max_lock_time = max_lock_time
         self.lease = lease
+        self.recover_until = recover_until
         self._next_token = first_token
         self._holders: dict[str, HeldLock] = {}
         self._held: dict[str, HeldLock] = {}
@@ -141,7 +148,7 @@ class LockTable:
         if not unique:
             raise ValueError("a lock request needs at least one name")
         holders, queues = self._holders, self._queues
-        if all(n not in holders and n not in queues for n in unique):
+        if self.recover_until is None and all(n not in holders and n not in queues for n in unique):
             out: list[Effect] = []
             self._grant(_Request(lock_id, owner, unique, None, tag), now, out)
             return out
@@ -178,6 +185,40 @@ class LockTable:
         out: list[Effect] = []
         self._unqueue(request, now, out)
         return True, out
+
+    def reclaim(self, lock_id: str, owner: Owner, names: Sequence[str], token: int, now: float) -> bool:
+        """Take back a lock held under the previous server; only while recovering.
+
+        Granted (True) when recovery is on, the lock id is unused and no name is held,
+        or when ``owner`` still holds exactly this lock (it reconnected to the same server).
+        """
+        unique = tuple(dict.fromkeys(names))
+        mine = self._held.get(lock_id)
+        if mine is not None and mine.owner == owner and mine.names == unique:
+            return True  # the same server after all: the lock never left its holder
+        if (self.recover_until is None or not unique or lock_id in self._held or lock_id in self._pending
+                or any(n in self._holders for n in unique)):
+            return False
+        held = HeldLock(lock_id, owner, unique, token, now,
+                        None if not self.max_lock_time else now + self.max_lock_time)
+        for name in unique:
+            self._holders[name] = held
+        self._held[lock_id] = held
+        self._owned(owner).add(lock_id)
+        if held.expires_at is not None:
+            self._schedule(held.expires_at, _HELD, lock_id)
+        if token >= self._next_token:
+            self._next_token = token + 1
+        return True
+
+    def end_recovery(self, now: float) -> list[Effect]:
+        """Stop recovering: grant what waited for it."""
+        if self.recover_until is None:
+            return []
+        self.recover_until = None
+        out: list[Effect] = []
+        self._promote(list(self._queues), now, out)
+        return out
 
     def register(self, owner: Owner, now: float) -> None:
         """Start ``owner``'s lease (when the table has one); ``touch`` keeps it alive."""
@@ -219,6 +260,8 @@ class LockTable:
     def expire(self, now: float) -> list[Effect]:
         """Apply every deadline, maxLockTime and lease that is due at ``now``."""
         out: list[Effect] = []
+        if self.recover_until is not None and self.recover_until <= now:
+            out.extend(self.end_recovery(now))
         # Not a local alias: granting below may schedule, and scheduling may compact (replace) the heap.
         while self._heap and self._heap[0][0] <= now:
             when, _, kind, key = heapq.heappop(self._heap)
@@ -246,6 +289,12 @@ class LockTable:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which ``expire`` may have work to do, or None."""
+        first = self._next_heap_deadline()
+        if self.recover_until is not None and (first is None or self.recover_until < first):
+            return self.recover_until
+        return first
+
+    def _next_heap_deadline(self) -> float | None:
         heap = self._heap
         while heap:
             when, _, kind, key = heap[0]
@@ -392,6 +441,8 @@ class LockTable:
                 self._unqueue(request, now, out, promote=False)
                 work.extend(request.names)
                 continue
+            if self.recover_until is not None:
+                continue  # deadlines still apply while recovering; grants wait
             if all(n not in holders and queues[n][0] == request.lock_id for n in request.names):
                 del pending[request.lock_id]
                 for n in request.names:

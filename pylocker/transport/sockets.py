@@ -28,7 +28,8 @@ HEARTBEAT_MS: Final = 1000
 HEARTBEAT_TIMEOUT_MS: Final = 4000
 _HANDSHAKE_FAILURES: Final = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-HANDSHAKE_MS: Final = 5000  # a peer that has not finished the CURVE handshake by then is dropped
+HANDSHAKE_MS: Final = 5000
+AUTH_FAILURES: Final = 3  # failed handshakes in a row before a client gives up on its credentials  # a peer that has not finished the CURVE handshake by then is dropped
 
 
 class Waker:
@@ -286,15 +287,19 @@ class ClientEndpoint:
     """DEALER (requests) + SUB (publications), CURVE clients of one serving locker."""
 
     def __init__(self, keys: CurveKeys, host: str, port: int, identity: bytes,
-                 logger: logging.Logger, on_auth_failure: Callable[[], None]) -> None:
+                 logger: logging.Logger, on_auth_failure: Callable[[], None],
+                 on_disconnect: Callable[[], None] | None = None) -> None:
         self._log = logger
         self._on_auth_failure = on_auth_failure
+        self._on_disconnect = on_disconnect
+        self._handshake_failures = 0
         self.context = zmq.Context()
         self.dealer = self._secure(self.context.socket(zmq.DEALER), keys)
         self.dealer.setsockopt(zmq.ROUTING_ID, identity)
         self.dealer.setsockopt(zmq.SNDHWM, 0)
+        self.dealer.setsockopt(zmq.RECONNECT_IVL, 50)
         self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        self._monitor = self.dealer.get_monitor_socket(_HANDSHAKE_FAILURES)
+        self._monitor = self.dealer.get_monitor_socket(_HANDSHAKE_FAILURES | zmq.EVENT_DISCONNECTED)
         self.dealer.connect(f"tcp://{host}:{port}")
         self.sub: zmq.Socket | None = None
         self._keys = keys
@@ -339,8 +344,17 @@ class ClientEndpoint:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                # The server's end closed: it died, or the network dropped the session.
+                if self._on_disconnect is not None:
+                    self._on_disconnect()
+                continue
             # A wrong password derives a wrong server key, so the handshake fails before
-            # ZAP is even asked: every handshake failure means "these credentials do not fit".
+            # ZAP is even asked. One failure may be a server that was going away; the same
+            # failure on every reconnection means "these credentials do not fit".
+            self._handshake_failures += 1
+            if event["event"] != zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._handshake_failures < AUTH_FAILURES:
+                continue
             self._log.error("authentication failed with the serving locker at %s (event %s): "
                             "wrong password, or not a pylocker server", self.host, event["event"])
             self._on_auth_failure()

@@ -83,7 +83,7 @@ def wait_for_lock(server_file: str, name: str, timeout: float, results: Any) -> 
 
 def serve(server_file: str, ready: Any, finished: Any, kwargs: Any = None) -> None:
     """Serve on ``server_file`` until ``finished`` is set; report (pid, port)."""
-    locker = ServerLocker(PASSWORD, name="served", serverFile=server_file, port=0, **(kwargs or {}))
+    locker = ServerLocker(PASSWORD, name="served", serverFile=server_file, **{"port": 0, **(kwargs or {})})
     ready.put((os.getpid(), locker.port if locker.isServer else None))
     finished.wait(120)
     locker.stop()
@@ -136,3 +136,70 @@ def agent(server_file: str, name: str, commands: Any, replies: Any, kwargs: Any 
                 replies.put(("error", method, repr(exc)))
     finally:
         locker.stop()
+
+
+def fenced_increment(counter: str, token: int) -> bool:
+    """The storage side of fencing: refuse a write whose token is below one already seen.
+
+    The counter file holds {"value", "highest", "tokens"} (every accepted token, in
+    order), replaced atomically so a writer killed mid-way leaves the old state. The
+    check and the write happen under the storage's own lock.
+    """
+    import fcntl
+    import json
+
+    with open(counter + ".storage-lock", "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        with open(counter) as handle:
+            text = handle.read()
+        state = json.loads(text) if text else {"value": 0, "highest": 0, "tokens": []}
+        if token < state["highest"]:
+            return False
+        state["value"] += 1
+        state["highest"] = token
+        state["tokens"].append(token)
+        temp = f"{counter}.{os.getpid()}.tmp"
+        with open(temp, "w") as handle:
+            json.dump(state, handle)
+        os.replace(temp, counter)
+        return True
+
+
+def chaos_client(server_file: str, counter: str, results: Any, finished: Any, lease: float) -> None:
+    """Increment the fenced counter under the lock 'counter' until ``finished``; report each hold."""
+    locker = ServerLocker(PASSWORD, serverFile=server_file, port=0, reconnect=True, lease=lease,
+                          connectTimeout=20)
+    results.put(("started", os.getpid(), None))
+    try:
+        while not finished.is_set():
+            ok, lock_id = locker.acquire_lock("counter", timeout=10)
+            if not ok:
+                continue
+            granted = time.monotonic()
+            token = locker.fencing_token(lock_id)
+            accepted = fenced_increment(counter, token)
+            released = time.monotonic()
+            locker.release_lock(lock_id)
+            results.put(("hold", os.getpid(), (token, granted, released, accepted)))
+    finally:
+        locker.stop()
+
+
+def sleepy_holder(server_file: str, counter: str, results: Any, resumed: Any, lease: float) -> None:
+    """Take the lock, get frozen (SIGSTOP) by the test past the lease, then try to write."""
+    import threading
+
+    locker = ServerLocker(PASSWORD, serverFile=server_file, allowServing=False, reconnect=True,
+                          lease=lease, connectTimeout=20)
+    lost = threading.Event()
+    reasons: list[str] = []
+    locker.on_lock_lost(lambda lock_id, reason: (reasons.append(reason), lost.set()))
+    ok, lock_id = locker.acquire_lock("counter", timeout=30)
+    token = locker.fencing_token(lock_id) if ok else 0
+    results.put(("holding", os.getpid(), ok))
+    resumed.wait(60)  # the test freezes us somewhere in here, then sets this after SIGCONT
+    accepted = fenced_increment(counter, token)
+    told = lost.wait(10)
+    released = locker.release_lock(lock_id)
+    results.put(("sleeper", os.getpid(), (accepted, told, reasons, released, lock_id in locker.ownedLocks)))
+    locker.stop()

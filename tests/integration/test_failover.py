@@ -1,0 +1,176 @@
+"""Chaos with real processes: serving lockers killed with -9, a holder frozen past its lease."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import random
+import signal
+import statistics
+import time
+from typing import Any
+
+import pytest
+
+import _workers
+from conftest import PASSWORD, wait_for
+from pylocker import ServerLocker, serverfile
+
+pytestmark = pytest.mark.integration
+SPAWN = multiprocessing.get_context("spawn")
+LEASE = 1.0
+CLIENTS = 8
+KILLS = 5
+
+log = logging.getLogger(__name__)
+
+
+def _server_pid(server_file: str) -> int | None:
+    try:
+        fp = serverfile.read(server_file)
+    except serverfile.ServerFileError:
+        return None
+    return fp.pid if fp is not None else None
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_of_the_server_and_a_frozen_holder_lose_nothing(server_file: str, tmp_path: Any) -> None:
+    counter = str(tmp_path / "counter")
+    open(counter, "w").close()
+    results, finished = SPAWN.Queue(), SPAWN.Event()
+    workers: dict[int, Any] = {}
+
+    def spawn_client() -> None:
+        process = SPAWN.Process(target=_workers.chaos_client, args=(server_file, counter, results, finished, LEASE))
+        process.start()
+        workers[process.pid] = process
+
+    holds: list[tuple[int, int, float, float, bool]] = []
+    events: list[tuple[str, int, Any]] = []
+
+    def drain(timeout: float = 0.0) -> None:
+        try:
+            while True:
+                kind, pid, data = results.get(timeout=timeout)
+                timeout = 0.0
+                if kind == "hold":
+                    holds.append((pid, *data))
+                else:
+                    events.append((kind, pid, data))
+        except queue.Empty:
+            pass
+
+    kills: list[float] = []
+    sleeper = None
+    rng = random.Random(1127)
+    try:
+        for _ in range(CLIENTS):
+            spawn_client()
+        wait_for(lambda: (drain(), len(holds) >= 20)[1], timeout=60)
+
+        for _ in range(KILLS):
+            wait_for(lambda: (drain(), _server_pid(server_file) in workers)[1], timeout=30)
+            victim = _server_pid(server_file)
+            assert victim in workers  # only ever a process this test started
+            victim_epoch = serverfile.read(server_file).epoch
+            seen = len(holds)
+            wait_for(lambda: (drain(), len(holds) > seen)[1], timeout=30)  # it is busy serving
+            finished.wait(rng.uniform(0.2, 1.2))  # a random moment (finished is never set here)
+            os.kill(victim, signal.SIGKILL)
+            kills.append((time.monotonic(), victim_epoch))
+            workers.pop(victim).join(10)
+            wait_for(lambda: (drain(), _server_pid(server_file) not in (None, victim))[1], timeout=30)
+            spawn_client()  # keep eight clients contending
+
+        # A holder frozen past its lease: its write must be refused, and it must be told.
+        resumed = SPAWN.Event()
+        sleeper = SPAWN.Process(target=_workers.sleepy_holder, args=(server_file, counter, results, resumed, LEASE))
+        sleeper.start()
+        wait_for(lambda: (drain(), any(e[0] == "holding" for e in events))[1], timeout=60)
+        assert next(e for e in events if e[0] == "holding")[2] is True
+        os.kill(sleeper.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        seen = len(holds)
+        # Others get the lock once the lease lapses; then wake the sleeper up.
+        wait_for(lambda: (drain(), len(holds) > seen + 3)[1], timeout=30)
+        os.kill(sleeper.pid, signal.SIGCONT)
+        resumed.set()
+        wait_for(lambda: (drain(), any(e[0] == "sleeper" for e in events))[1], timeout=60)
+        # The lease runs from the sleeper's last heartbeat, a fraction of a lease before the freeze.
+        assert time.monotonic() - frozen_at > LEASE / 2
+    finally:
+        finished.set()
+        if sleeper is not None:
+            os.kill(sleeper.pid, signal.SIGCONT) if sleeper.is_alive() else None
+        for process in [*workers.values(), *([sleeper] if sleeper else [])]:
+            process.join(20)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        drain()
+
+    with open(counter) as handle:
+        state = json.load(handle)
+    tokens = state["tokens"]
+    # No lost update: every accepted write incremented what the previous one wrote.
+    assert state["value"] == len(tokens) > 0
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
+    # No two holders ever overlapped (among the holds that wrote).
+    written = sorted((granted, released) for _, _, granted, released, accepted in holds if accepted)
+    overlaps = [(a, b) for a, b in zip(written, written[1:]) if b[0] < a[1]]
+    assert overlaps == []
+    # The frozen holder's stale write was refused, it was told, and its release says "not held".
+    accepted, told, reasons, released, still_owned = next(e[2] for e in events if e[0] == "sleeper")
+    assert accepted is False and told is True and reasons
+    assert released == (True, 0) and still_owned is False
+    # Every kill was followed by new grants, from a higher epoch.
+    assert len(kills) == KILLS
+    recoveries = []
+    for killed_at, epoch in kills:
+        after = [granted for _, token, granted, _, _ in holds
+                 if token >> serverfile.TOKEN_EPOCH_SHIFT > epoch and granted > killed_at]
+        assert after, "no grant after a server was killed"
+        recoveries.append(min(after) - killed_at)
+    median = statistics.median(recoveries)
+    print(f"\nfailover: death to first new grant, median {median * 1000:.0f} ms, "
+          f"max {max(recoveries) * 1000:.0f} ms over {len(kills)} kills; "
+          f"(each: {[round(r * 1000) for r in recoveries]} ms); {len(tokens)} increments, {sum(1 for h in holds if not h[4])} refused")
+    assert median < 3.0
+
+
+def test_a_client_connected_by_address_reconnects_when_it_answers_again(server_file: str) -> None:
+    # The first server gets an Event of its own: killing a process inside Event.wait can
+    # leave that Event's shared lock held for good.
+    ready, finished, never = SPAWN.Queue(), SPAWN.Event(), SPAWN.Event()
+    first = SPAWN.Process(target=_workers.serve, args=(server_file, ready, never, {"lease": LEASE}))
+    first.start()
+    _, port = ready.get(timeout=30)
+    client = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, reconnect=True, connectTimeout=5)
+    second = None
+    try:
+        assert client.connect("127.0.0.1", port)
+        ok, lock_id = client.acquire_lock("kept")
+        assert ok
+        os.kill(first.pid, signal.SIGKILL)
+        first.join(10)
+        wait_for(lambda: not client.isClient)
+        # A new serving locker on the same port: the client finds it and re-claims its lock.
+        second = SPAWN.Process(target=_workers.serve, args=(server_file, ready, finished,
+                                                             {"lease": LEASE, "port": port}))
+        second.start()
+        assert ready.get(timeout=30)[1] == port
+        wait_for(lambda: client.isClient, timeout=30)
+        assert client.ownedLocks == {lock_id: ["kept"]}
+        assert client.acquire_lock("kept", timeout=0.2) == (False, 0)  # still ours, so not free
+        assert client.release_lock(lock_id) == (True, 1)
+    finally:
+        client.stop()
+        finished.set()
+        for process in (first, second):
+            if process is not None:
+                process.join(10)
+                if process.is_alive():
+                    process.kill()
