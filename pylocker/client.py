@@ -183,6 +183,15 @@ class Client:
             return reply.code
         raise _as_error(reply)
 
+    def release_nowait(self, lock_id: str) -> None:
+        """Release ``lock_id`` without waiting: the server answers only if it refuses."""
+        if self._failure is not None:
+            raise self._failure
+        if not self._running:
+            raise NotConnected("not connected")
+        self._outbox.append(p.encode(p.Release(0, lock_id)))
+        self._wake()
+
     def _call(self, message: p.Message, timeout: float) -> p.Message:
         request_id, call = self._send(lambda rid: message._replace(request_id=rid))  # type: ignore[union-attr]
         reply = self._wait(request_id, call, timeout)

@@ -321,22 +321,23 @@ class Server:
         next_tick = self._clock() + TICK
         try:
             while self._running:
-                with self._mutex:
-                    deadline = self._table.next_deadline()
                 now = self._clock()
-                wake_at = next_tick if deadline is None else min(deadline, next_tick)
-                self._planned_wake = wake_at
+                with self._mutex:  # one visit per loop: expire what is due, learn the next deadline
+                    if self._table.next_deadline() is not None:
+                        effects = self._table.expire(now)
+                        if effects:
+                            self._dispatch(effects)
+                    deadline = self._table.next_deadline()
+                    wake_at = next_tick if deadline is None else min(deadline, next_tick)
+                    self._planned_wake = wake_at
+                self._flush(endpoint)
                 if self._outbox or self._pub_outbox:
                     wake_at = now
                 if endpoint.poll(max(0.0, wake_at - now)):
                     for peer, frames in endpoint.receive():
                         self._handle(peer, frames)
+                    self._flush(endpoint)  # replies leave before the next deadline bookkeeping
                 now = self._clock()
-                with self._mutex:
-                    effects = self._table.expire(now)
-                    if effects:
-                        self._dispatch(effects)
-                self._flush(endpoint)
                 if now >= next_tick:
                     next_tick = now + TICK
                     self._forget_lapsed_clients()
@@ -460,6 +461,8 @@ class Server:
             released, effects = self._table.release(message.lock_id, now, peer)
             if effects:
                 self._dispatch(effects)
+            if message.request_id == 0:
+                return  # a release sent without waiting: only an error is worth an answer
             reply = p.Released(message.request_id, 1 if released else 0)
         self._outbox.append((peer, p.encode(reply)))
 
