@@ -376,8 +376,14 @@ def _worker_scale_loadgen(spec: dict[str, Any]) -> None:
             if failures or time.monotonic() - start > budget:
                 return
             try:
-                locker = ServerLocker(password=PASSWORD, serverFile=spec["server_file"], allowServing=False,
-                                      connectTimeout=20, name=f"load-{i}")
+                # Lock-only clients, as a fleet of lock workers would run them: no subscription.
+                extra = {"receive_messages": False} if spec.get("lock_only", True) else {}
+                try:
+                    locker = ServerLocker(password=PASSWORD, serverFile=spec["server_file"], allowServing=False,
+                                          connectTimeout=20, name=f"load-{i}", **extra)
+                except TypeError:  # a checkout from before receive_messages existed
+                    locker = ServerLocker(password=PASSWORD, serverFile=spec["server_file"], allowServing=False,
+                                          connectTimeout=20, name=f"load-{i}")
             except Exception as exc:
                 failures.append(f"client {i}: {type(exc).__name__}: {exc}")
                 return

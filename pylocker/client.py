@@ -59,6 +59,7 @@ class Client:
                  logger: logging.Logger, on_lost: LostCallback | None = None,
                  on_publications: PublicationsCallback | None = None,
                  on_connection_lost: Callable[[], None] | None = None,
+                 subscribe: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
         self.host = host
@@ -69,6 +70,7 @@ class Client:
         self._on_lost = on_lost
         self._on_publications = on_publications
         self._on_connection_lost = on_connection_lost
+        self._wants_publications = subscribe
         self._topic = b"U" + unique_name.encode() + b"\0"
         self._seen: dict[bytes, int] = {}
         self._drained = threading.Event()
@@ -106,7 +108,8 @@ class Client:
         self.welcome = reply
         self._lease = reply.lease
         try:
-            self._subscribe(reply.pub_port, timeout)
+            if self._wants_publications:
+                self._subscribe(reply.pub_port, timeout)
         except PylockerError:
             self.close()
             raise

@@ -127,6 +127,8 @@ class ServerLocker:
             clients presenting one of those public keys (one key pair per machine).
         mailbox_size: received publications kept at most; past that the oldest
             are dropped (and counted in ``dropped_messages``).
+        receive_messages: False for a lock-only client: it can still publish, but
+            opens no subscription (one connection per client instead of two).
     """
 
     def __init__(self, password: str, name: str | None = None, serverFile: bool | str = True,
@@ -136,7 +138,7 @@ class ServerLocker:
                  blocking: bool = False, debugMode: bool = False, *,
                  listen_address: str = "127.0.0.1", lease: float | None = DEFAULT_LEASE,
                  key_file: str | None = None, authorized_keys: str | None = None,
-                 mailbox_size: int = 100_000) -> None:
+                 mailbox_size: int = 100_000, receive_messages: bool = True) -> None:
         if not isinstance(password, str):
             raise TypeError(f"password must be a string, not {type(password).__name__}")
         if name is not None and not isinstance(name, str):
@@ -187,6 +189,8 @@ class ServerLocker:
         if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
             raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
         self._mailbox_size = mailbox_size
+        _check_bool(receive_messages, "receive_messages")
+        self._receive_messages = receive_messages
         self._mailbox = Mailbox(mailbox_size)
         self._mail = threading.Condition()
         self._message_callbacks: list[tuple[Callable[[dict[str, Any]], None], str | None]] = []
@@ -218,7 +222,7 @@ class ServerLocker:
             "connectTimeout": self._connectTimeout, "debugMode": self._debugMode,
             "listen_address": self._listen_address, "lease": self._lease,
             "key_file": self._key_file, "authorized_keys": self._authorized_keys,
-            "mailbox_size": self._mailbox_size,
+            "mailbox_size": self._mailbox_size, "receive_messages": self._receive_messages,
             "logger": self._user_logger if isinstance(self._user_logger, logging.Logger) else False,
         }
 
@@ -578,7 +582,8 @@ class ServerLocker:
     def _open_client(self, address: str, port: int, password: str, timeout: float) -> None:
         client = Client(self._keys(password), address, port, name=self._name,
                         unique_name=self._unique_name, logger=self._log, on_lost=self._lost,
-                        on_publications=self._deliver, on_connection_lost=self._connection_lost)
+                        on_publications=self._deliver, on_connection_lost=self._connection_lost,
+                        subscribe=self._receive_messages)
         welcome = client.connect(timeout)
         self._client = client
         self._fingerprint = serverfile.Fingerprint(welcome.server_unique_name, time.time(), address, port,

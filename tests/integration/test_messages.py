@@ -174,3 +174,15 @@ def test_publish_codes_when_not_started(server_file: str) -> None:
     locker = ServerLocker("pw", serverFile=server_file, autoconnect=False)
     assert locker.publish_message("x") == (False, 2)
     assert locker.publish("x") == (False, 2)
+
+
+def test_a_lock_only_client_publishes_but_receives_nothing(serving: ServerLocker, make_locker: Any) -> None:
+    quiet = make_locker(receive_messages=False)
+    listener = make_locker()
+    assert quiet.isClient and quiet.acquire_lock("a")[0]
+    assert quiet.publish_message("from-quiet", toSelf=False)[0]
+    assert listener.wait_message("from-quiet", timeout=10) is not None
+    listener.publish_message("to-quiet", receivers=[quiet.uniqueName], toSelf=False)
+    listener.publish_message("fence", toSelf=True)
+    assert listener.wait_message("fence", timeout=10) is not None
+    assert not quiet.has_message("to-quiet") and quiet.messages == []
