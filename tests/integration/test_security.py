@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -189,6 +190,23 @@ def test_auth_guard_throttles_an_address_that_keeps_failing() -> None:
     assert guard.is_blocked("10.0.0.1")  # the second burst earns a doubled cool-down
 
 
+@contextlib.contextmanager
+def _authenticated_dealer(port: int) -> Iterator[zmq.Socket]:
+    """A raw DEALER that knows the password: a peer past authentication, free to misbehave."""
+    keys = derive_keys(PASSWORD)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.curve_serverkey, dealer.curve_publickey, dealer.curve_secretkey = (
+        keys.server.public, keys.client.public, keys.client.secret)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        yield dealer
+    finally:
+        dealer.close(0)
+        context.term()
+
+
 def _fuzz_frames(count: int, seed: int) -> Iterator[list[bytes]]:
     rng = random.Random(seed)
     kinds = list(range(0, 8)) + list(range(64, 72)) + [-1, 255, 2**40]
@@ -221,14 +239,7 @@ def test_ten_thousand_fuzzed_frames_leave_the_server_serving(server_process: tup
     server = psutil.Process(pid)
     _still_serves(port)
     rss_before = server.memory_info().rss
-    keys = derive_keys(PASSWORD)
-    context = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.curve_serverkey, dealer.curve_publickey, dealer.curve_secretkey = (
-        keys.server.public, keys.client.public, keys.client.secret)
-    dealer.connect(f"tcp://127.0.0.1:{port}")
-    try:
+    with _authenticated_dealer(port) as dealer:
         dealer.send(p.encode(p.Hello(1, "fuzzer", "fuzzer", os.getpid())))
         assert dealer.poll(10_000), "the fuzzer never got through the handshake"
         assert isinstance(p.decode(dealer.recv()), p.Welcome)
@@ -247,9 +258,6 @@ def test_ten_thousand_fuzzed_frames_leave_the_server_serving(server_process: tup
                 break
         assert not deadline_hit, "the server stopped answering the fuzzing peer"
         assert errors > 3000  # malformed frames were answered with errors, not silence
-    finally:
-        dealer.close(0)
-        context.term()
     _still_serves(port)
     assert server.is_running()
     assert server.memory_info().rss - rss_before < 30 * 2**20
@@ -257,22 +265,12 @@ def test_ten_thousand_fuzzed_frames_leave_the_server_serving(server_process: tup
 
 def test_an_oversized_frame_costs_the_sender_its_connection_only(server_process: tuple[int, int]) -> None:
     _, port = server_process
-    keys = derive_keys(PASSWORD)
-    context = zmq.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.curve_serverkey, dealer.curve_publickey, dealer.curve_secretkey = (
-        keys.server.public, keys.client.public, keys.client.secret)
-    dealer.connect(f"tcp://127.0.0.1:{port}")
-    try:
+    with _authenticated_dealer(port) as dealer:
         dealer.send(p.encode(p.Heartbeat(1)))
         assert dealer.poll(10_000)
         dealer.recv()
         dealer.send(b"\x00" * (p.MAX_FRAME + 1))
         _still_serves(port)
-    finally:
-        dealer.close(0)
-        context.term()
 
 
 def test_garbage_half_open_and_reset_connections_do_not_hurt(server_process: tuple[int, int]) -> None:
