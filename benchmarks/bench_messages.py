@@ -4,7 +4,8 @@
 
 Measured in one run on this machine (loopback only):
   * pylocker: publisher and receiver are clients of a serving locker in a third process;
-    publications are targeted at the receiver, 100-byte payloads;
+    publications are targeted at the receiver, 100-byte payloads; once with one
+    publish_message() call per message, once with publish_messages() of 1,000;
   * raw pyzmq PUB -> SUB pair, default settings (what a hand-rolled bus gets);
   * Redis pub/sub, published pipelined 100 at a time (if redis-server is installed:
     `apt-get install redis-server`; the suite starts and stops its own instance).
@@ -55,21 +56,29 @@ def _receive(server_file: str, count: int, ready: Any, results: Any) -> None:
     locker.stop()
 
 
-def _publish(server_file: str, count: int, receiver: str, results: Any) -> None:
+BULK = 1000  # messages per publish_messages() call in the bulk variant
+
+
+def _publish(server_file: str, count: int, receiver: str, results: Any, bulk: bool) -> None:
     from pylocker import ServerLocker
 
     locker = ServerLocker(PASSWORD, serverFile=server_file, allowServing=False)
     receivers = [receiver]
-    publish = locker.publish_message
     started = time.monotonic()
-    for _ in range(count):
-        publish("m", receivers, None, False, payload=PAYLOAD)
-    publish("end", receivers, None, False)
+    if bulk:
+        texts, payloads = ["m"] * BULK, [PAYLOAD] * BULK
+        for _ in range(count // BULK):
+            locker.publish_messages(texts, receivers, None, False, payloads=payloads)
+    else:
+        publish = locker.publish_message
+        for _ in range(count):
+            publish("m", receivers, None, False, payload=PAYLOAD)
+    locker.publish_message("end", receivers, None, False)
     results.put(started)
     locker.stop()
 
 
-def bench_pylocker(count: int) -> dict[str, Any]:
+def bench_pylocker(count: int, bulk: bool = False) -> dict[str, Any]:
     folder = tempfile.mkdtemp(prefix="pylocker-bench-")
     server_file = os.path.join(folder, "server")
     ready, done, results = SPAWN.Queue(), SPAWN.Event(), SPAWN.Queue()
@@ -82,7 +91,7 @@ def bench_pylocker(count: int) -> dict[str, Any]:
         receiver.start()
         processes.append(receiver)
         name = ready.get(timeout=60)
-        publisher = SPAWN.Process(target=_publish, args=(server_file, count, name, results))
+        publisher = SPAWN.Process(target=_publish, args=(server_file, count, name, results, bulk))
         publisher.start()
         processes.append(publisher)
         first, second = results.get(timeout=600), results.get(timeout=600)
@@ -249,22 +258,32 @@ def main() -> int:
     args = parser.parse_args()
     count = 100_000 if args.quick else args.count
     results: dict[str, Any] = {"count": count, "payload_bytes": len(PAYLOAD), "cpus": os.cpu_count()}
+    count -= count % BULK
     results["pylocker"] = bench_pylocker(count)
+    results["pylocker_bulk"] = bench_pylocker(count, bulk=True)
     results["raw_pubsub"] = bench_raw(count)
     results["redis_pipelined_100"] = bench_redis(count)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "messages.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     ours = results["pylocker"]["per_second"]
+    lines = []
+    print = lines.append  # noqa: A001 - the table goes to stdout and to messages.md
     print(f"| {count:,} messages, {len(PAYLOAD)}-byte payloads | received/s | lost | ours / peer |")
     print("|---|---:|---:|---:|")
-    for key in ("pylocker", "raw_pubsub", "redis_pipelined_100"):
+    for key in ("pylocker", "pylocker_bulk", "raw_pubsub", "redis_pipelined_100"):
         row = results[key]
         if isinstance(row, str):
             print(f"| {key} | {row} | | |")
             continue
         ratio = ours / row["per_second"] if row["per_second"] else float("inf")
         print(f"| {key} | {row['per_second']:,.0f} | {row['lost']:,} | {ratio:.2f} |")
+    table = "\n".join(lines)
+    with open(os.path.join(args.out, "messages.md"), "w") as handle:
+        handle.write(f"# Message benchmark\n\n`python benchmarks/bench_messages.py` on "
+                     f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs; ratio: "
+                     f"pylocker per-call rate / the row's rate.\n\n{table}\n")
+    sys.stdout.write(table + "\n")
     return 0
 
 

@@ -127,8 +127,8 @@ class Client:
                 if self._failure is not None or self._clock() >= deadline:
                     raise
 
-    def publish(self, receivers: list[str] | None, item: bytes) -> None:
-        """Queue one packed publication; the I/O thread batches and sends it."""
+    def publish(self, receivers: list[str] | None, items: bytes | list[bytes]) -> None:
+        """Queue packed publications (one, or a list); the I/O thread batches and sends them."""
         if self._failure is not None:
             raise self._failure
         if not self._running:
@@ -141,7 +141,9 @@ class Client:
             self._wake()
             if not self._drained.wait(PENDING_WAIT):
                 raise NotConnected("the connection to the serving locker is not draining")
-        outbox.append((_PUBLICATION, None if receivers is None else tuple(receivers), receivers, item))
+        # The key groups consecutive publications to the same receivers into one frame.
+        key = None if receivers is None else receivers[0] if len(receivers) == 1 else tuple(receivers)
+        outbox.append((_PUBLICATION, key, receivers, items))
         self._wake()
 
     def close(self, say_bye: bool = True) -> None:
@@ -290,17 +292,25 @@ class Client:
             if entry[0] is _SUBSCRIBE:
                 endpoint.subscribe(entry[1], [BROADCAST, self._topic])
                 continue
-            # Consecutive publications to the same receivers travel in one frame.
-            _, key, receivers, item = entry
-            items, size = [item], len(item)
-            while outbox and len(items) < BATCH_ITEMS and size < BATCH_BYTES:
-                following = outbox[0]
-                if type(following) is bytes or following[0] is not _PUBLICATION or following[1] != key:
+            # Consecutive publications to the same receivers travel together, in frames of
+            # at most BATCH_ITEMS items or about BATCH_BYTES bytes.
+            _, key, receivers, queued = entry
+            batch: list[bytes] = []
+            size = 0
+            while True:
+                for item in ((queued,) if type(queued) is bytes else queued):
+                    batch.append(item)
+                    size += len(item)
+                    if len(batch) >= BATCH_ITEMS or size >= BATCH_BYTES:
+                        endpoint.send(p.encode(p.Publish(0, receivers, len(batch), p.join_items(batch))))
+                        batch, size = [], 0
+                following = outbox[0] if outbox else None
+                if (following is None or type(following) is bytes or following[0] is not _PUBLICATION
+                        or following[1] != key):
                     break
-                outbox.popleft()
-                items.append(following[3])
-                size += len(following[3])
-            endpoint.send(p.encode(p.Publish(0, receivers, len(items), p.join_items(items))))
+                queued = outbox.popleft()[3]
+            if batch:
+                endpoint.send(p.encode(p.Publish(0, receivers, len(batch), p.join_items(batch))))
         self._drained.set()
 
     def _deliver_published(self, frames: list[bytes]) -> None:

@@ -85,6 +85,16 @@ def _names(path: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+MAX_ITEM = protocol.MAX_FRAME // 2  # bytes in one packed publication
+
+
+def _check_message(message: Any) -> None:
+    if type(message) is not str or len(message) > protocol.MAX_MESSAGE:
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a string, not {type(message).__name__}")
+        raise ValueError(f"message is {len(message)} characters long; at most {protocol.MAX_MESSAGE}")
+
+
 def _receivers(receivers: Any) -> list[str] | None:
     if receivers is None:
         return None
@@ -883,40 +893,87 @@ class ServerLocker:
         1: connection to the serving locker lost; 2: neither a client nor a server.
         """
         # This is the message hot path: cheap exact-type checks first, explanations after.
-        if type(message) is not str or len(message) > protocol.MAX_MESSAGE:
-            if not isinstance(message, str):
-                raise TypeError(f"message must be a string, not {type(message).__name__}")
-            raise ValueError(f"message is {len(message)} characters long; at most {protocol.MAX_MESSAGE}")
+        _check_message(message)
+        targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
+        publication_id = "%s%x" % (self._publication_prefix, next(self._publication_ids))
+        sent_at = time.time()
+        item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at, self._packer())
+        if len(item) > MAX_ITEM:
+            raise ValueError(f"publication is {len(item)} bytes; at most {MAX_ITEM}")
+        failure = self._send_publications(targets, item)
+        if failure is not None:
+            return False, failure
+        if toSelf:
+            self._deliver(self._unique_name, self._name,
+                          [[message, payload, timeout, flags, publication_id, sent_at]])
+        return True, publication_id
+
+    def publish_messages(self, messages: Iterable[str], receivers: Iterable[str] | None = None,
+                         timeout: float | None = None, toSelf: bool = True, unique: bool = False,
+                         replace: bool = True, *, payloads: Iterable[Any] | None = None) -> tuple[bool, Any]:
+        """Publish many messages at once: (True, [publicationId, ...]) or (False, 1|2|message).
+
+        Same options as ``publish_message``, applied to every message; ``payloads``,
+        if given, pairs one payload with each message. Much cheaper per message than
+        calling ``publish_message`` in a loop.
+        """
+        texts = list(messages)
+        for message in texts:
+            _check_message(message)
+        values = [None] * len(texts) if payloads is None else list(payloads)
+        if len(values) != len(texts):
+            raise ValueError(f"{len(values)} payloads for {len(texts)} messages")
+        targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
+        sent_at = time.time()
+        pack, prefix, ids = self._packer().pack, self._publication_prefix, self._publication_ids
+        raw = [[message, payload, timeout, flags, "%s%x" % (prefix, next(ids)), sent_at]
+               for message, payload in zip(texts, values)]
+        try:
+            items = [pack(entry) for entry in raw]
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._packers.packer = protocol.new_packer()  # a failed pack may leave bytes behind
+            raise TypeError(f"payload cannot be sent: {exc}") from None
+        if any(len(item) > MAX_ITEM for item in items):
+            raise ValueError(f"a publication is over {MAX_ITEM} bytes")
+        if items:
+            failure = self._send_publications(targets, items)
+            if failure is not None:
+                return False, failure
+        if toSelf and raw:
+            self._deliver(self._unique_name, self._name, raw)
+        return True, [entry[4] for entry in raw]
+
+    def _publication_options(self, receivers: Any, timeout: Any, toSelf: Any, unique: Any,
+                             replace: Any) -> tuple[list[str] | None, int]:
         targets = None if receivers is None else _receivers(receivers)
         if timeout is not None:
             _check_number(timeout, "timeout")
         if type(toSelf) is not bool or type(unique) is not bool or type(replace) is not bool:
             for value, argument in ((toSelf, "toSelf"), (unique, "unique"), (replace, "replace")):
                 _check_bool(value, argument)
-        flags = (FLAG_UNIQUE if unique else 0) | (FLAG_REPLACE if replace else 0)
-        publication_id = "%s%x" % (self._publication_prefix, next(self._publication_ids))
-        sent_at = time.time()
+        return targets, (FLAG_UNIQUE if unique else 0) | (FLAG_REPLACE if replace else 0)
+
+    def _packer(self) -> Any:
         packer = getattr(self._packers, "packer", None)
         if packer is None:
             # One reusable Packer per thread: packb() builds a new one per call, at twice the cost.
             packer = self._packers.packer = protocol.new_packer()
-        item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at, packer)
-        if len(item) > protocol.MAX_FRAME // 2:
-            raise ValueError(f"publication is {len(item)} bytes; at most {protocol.MAX_FRAME // 2}")
+        return packer
+
+    def _send_publications(self, targets: list[str] | None, items: bytes | list[bytes]) -> int | str | None:
+        """Hand packed publications to the server role or the client; a seed code on failure."""
         server, client = self._server, self._client
         try:
             if server is not None:
-                server.publish(targets, 1, protocol.join_items([item]))
+                batch = items if isinstance(items, list) else [items]
+                server.publish(targets, len(batch), protocol.join_items(batch))
             elif client is not None:
-                client.publish(targets, item)
+                client.publish(targets, items)
             else:
                 raise NotStarted()
         except PylockerError as exc:
-            return False, _code_for(exc, _PUBLISH_CODES)
-        if toSelf:
-            self._deliver(self._unique_name, self._name,
-                          [[message, payload, timeout, flags, publication_id, sent_at]])
-        return True, publication_id
+            return _code_for(exc, _PUBLISH_CODES)
+        return None
 
     def publish(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
         """alias to publish_message"""
@@ -996,30 +1053,10 @@ class ServerLocker:
         self._deliver(sender, sender_name, decoded)
 
     def _deliver(self, sender: str, sender_name: str, items: list[Any]) -> int:
-        """Store publications (raw items, checked here one by one); returns how many were malformed."""
-        now = time.monotonic()
-        arrived = []
-        malformed = 0
-        limit = protocol.MAX_MESSAGE
+        """Store publications (raw items, checked one by one); returns how many were malformed."""
         with self._mail:
-            mailbox = self._mailbox
-            if mailbox._expiry:
-                mailbox.expire(now)
-            add = mailbox.add
-            for item in items:
-                if type(item) is not list or len(item) != 6:
-                    malformed += 1
-                    continue
-                message, payload, timeout, flags, publication_id, sent_at = item
-                if (type(message) is not str or len(message) > limit or type(publication_id) is not str
-                        or type(flags) is not int or type(sent_at) is not float
-                        or (timeout is not None and not protocol.valid_seconds(timeout))):
-                    malformed += 1
-                    continue
-                publication = Publication(message, payload, sender, sender_name, publication_id, sent_at,
-                                          timeout, flags, None if timeout is None else now + timeout)
-                if add(publication) and self._message_callbacks:
-                    arrived.append(publication)
+            malformed, arrived = self._mailbox.store(sender, sender_name, items, time.monotonic(),
+                                                     bool(self._message_callbacks))
             self._mail.notify_all()
         if malformed:
             self._log.warning("%d malformed publications from %s dropped", malformed, sender)

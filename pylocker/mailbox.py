@@ -16,6 +16,8 @@ from __future__ import annotations
 import heapq
 from typing import Any, Iterable
 
+from .protocol import MAX_MESSAGE, valid_seconds
+
 FLAG_UNIQUE = 1
 FLAG_REPLACE = 2
 
@@ -82,6 +84,48 @@ class Mailbox:
         if publication.expires_at is not None:
             heapq.heappush(self._expiry, (publication.expires_at, publication.publication_id))
         return True
+
+    def store(self, sender: str, sender_name: str, items: list[Any], now: float,
+              collect: bool = False) -> tuple[int, list[Publication]]:
+        """Check and add raw wire items ``[message, payload, timeout, flags, id, time]``.
+
+        Returns how many were malformed (and skipped) and, with ``collect``, the
+        publications that were added. This loop is the receiving hot path.
+        """
+        if self._expiry:
+            self.expire(now)
+        malformed = added = 0
+        arrived: list[Publication] = []
+        limit = MAX_MESSAGE
+        add, everything, by_message, capacity = self.add, self._all, self._by_message, self.capacity
+        for item in items:
+            if type(item) is not list or len(item) != 6:
+                malformed += 1
+                continue
+            message, payload, timeout, flags, publication_id, sent_at = item
+            if (type(message) is not str or len(message) > limit or type(publication_id) is not str
+                    or type(flags) is not int or type(sent_at) is not float
+                    or (timeout is not None and not valid_seconds(timeout))):
+                malformed += 1
+                continue
+            publication = Publication(message, payload, sender, sender_name, publication_id, sent_at,
+                                      timeout, flags, None if timeout is None else now + timeout)
+            if (timeout is None and not flags & FLAG_UNIQUE and publication_id not in everything
+                    and len(everything) < capacity):
+                # The common case, inlined: what add() does when no rule applies.
+                everything[publication_id] = publication
+                same = by_message.get(message)
+                if same is None:
+                    by_message[message] = {publication_id: publication}
+                else:
+                    same[publication_id] = publication
+                added += 1
+            elif not add(publication):
+                continue
+            if collect:
+                arrived.append(publication)
+        self.received += added
+        return malformed, arrived
 
     def expire(self, now: float) -> int:
         """Remove every publication whose timeout is due; returns how many."""

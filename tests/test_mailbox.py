@@ -95,3 +95,25 @@ def test_index_and_order_stay_consistent(operations: list[tuple[str, int, str]])
             assert box.find(text) is (mine[0] if mine else None)
             if any(p.flags & FLAG_UNIQUE for p in mine[-1:]):
                 assert len(mine) == 1
+
+
+def test_store_checks_each_wire_item_and_applies_the_same_rules() -> None:
+    box = Mailbox(capacity=3)
+    items = [
+        ["a", 1, None, 0, "i1", 1.0],
+        ["a", 2, None, 0, "i2", 1.0],
+        ["b", 3, 5.0, 0, "i3", 1.0],               # a timeout: stored through the full rules
+        ["a", 4, None, FLAG_UNIQUE | FLAG_REPLACE, "i4", 1.0],
+        ["bad"],                                     # malformed shapes and types are skipped
+        [1, 2, None, 0, "i5", 1.0],
+        ["c", 5, -1, 0, "i6", 1.0],
+        ["c", 6, None, 0, 7, 1.0],
+        "not a list",
+    ]
+    malformed, arrived = box.store("s", "name", items, now=10.0, collect=True)
+    assert malformed == 5
+    assert [p.payload for p in arrived] == [1, 2, 3, 4]
+    assert [p.payload for p in box.all()] == [3, 4]      # unique+replace removed 1 and 2
+    assert box.find("b").expires_at == 15.0 and box.received == 4
+    box.store("s", "name", [["d", 7, None, 0, "i7", 1.0], ["e", 8, None, 0, "i8", 1.0]], now=11.0)
+    assert [p.payload for p in box.all()] == [4, 7, 8] and box.dropped == 1   # capacity 3

@@ -186,3 +186,25 @@ def test_a_lock_only_client_publishes_but_receives_nothing(serving: ServerLocker
     listener.publish_message("fence", toSelf=True)
     assert listener.wait_message("fence", timeout=10) is not None
     assert not quiet.has_message("to-quiet") and quiet.messages == []
+
+
+def test_publish_many_at_once_keeps_order_and_payloads(serving: ServerLocker, agents: Any) -> None:
+    bob = agents("bob")
+    ok, ids = serving.publish_messages([f"bulk-{i}" for i in range(5000)], receivers=[bob.unique_name],
+                                       toSelf=False, payloads=range(5000))
+    assert ok is True and len(ids) == len(set(ids)) == 5000
+    assert bob.wait_message("bulk-4999", timeout=20)
+    assert [m["payload"] for m in bob.messages()] == list(range(5000))
+    with pytest.raises(ValueError, match="payloads"):
+        serving.publish_messages(["a", "b"], payloads=[1])
+    with pytest.raises(TypeError):
+        serving.publish_messages(["a", 5])  # type: ignore[list-item]
+
+
+def test_a_client_publishes_many_at_once(agents: Any) -> None:
+    alice, bob = agents("alice"), agents("bob")
+    ok, ids = alice.publish_messages([f"c-{i}" for i in range(3000)], receivers=[bob.unique_name],
+                                     toSelf=False)
+    assert ok is True and len(ids) == 3000
+    assert bob.wait_message("c-2999", timeout=20)
+    assert [m["message"] for m in bob.messages()] == [f"c-{i}" for i in range(3000)]
