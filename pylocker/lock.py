@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .errors import LockNotHeld
+from .errors import LockLost, LockNotHeld
 
 if TYPE_CHECKING:
     from .lockers import ServerLocker
@@ -45,11 +45,14 @@ class Lock:
         return True
 
     def release(self) -> None:
-        """Release the names; raises LockNotHeld if the lock is not held any more."""
+        """Release the names; raises LockLost if they were taken away, LockNotHeld if never held."""
         lock_id, self.lock_id, self.token = self.lock_id, None, None
         if lock_id is None:
             raise LockNotHeld("")
         if self._locker._release(lock_id) == 0:
+            reason = self._locker.lost_reason(lock_id)
+            if reason is not None:
+                raise LockLost(lock_id, reason)
             raise LockNotHeld(lock_id)
 
     def __enter__(self) -> Lock:
@@ -61,9 +64,13 @@ class Lock:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        # A lock taken away during the block is reported, unless the block already failed.
         if self.lock_id is not None:
-            self._locker._release(self.lock_id)
-            self.lock_id = self.token = None
+            if exc_type is None:
+                self.release()
+            else:
+                lock_id, self.lock_id, self.token = self.lock_id, None, None
+                self._locker._release(lock_id)
 
     def __repr__(self) -> str:
         return f"<Lock {list(self.names)!r} id={self.lock_id}>"

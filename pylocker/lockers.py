@@ -44,6 +44,7 @@ _RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3
 FRESH_FINGERPRINT = 10.0  # seconds; a fingerprint refreshed this recently names a live server
 ELECTION_RETRY = 0.01  # seconds between looks at a server file that another locker is taking over
 DEFAULT_LEASE = 5.0
+LOST_REMEMBERED = 10_000  # lost lock ids kept to explain later operations on them
 _DEFAULT_LOGGER = "pylocker"
 
 
@@ -195,6 +196,7 @@ class ServerLocker:
         self._owned: dict[str, list[str]] = {}
         self._tokens: dict[str, int] = {}
         self._global_locks: dict[frozenset[str], str] = {}
+        self._lost_locks: dict[str, str] = {}  # recently lost lock id -> reason, oldest first
         self._lost_callbacks: list[Callable[[str, str], None]] = []
         if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
             raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
@@ -693,7 +695,8 @@ class ServerLocker:
         """A context manager holding ``path`` (one or many names) for the with-block.
 
         Raises LockTimeout on entry when not granted within ``timeout`` (default:
-        defaultTimeout). Not re-entrant: a second lock on a held name waits.
+        defaultTimeout), and LockLost on exit when the lock was taken away during the
+        block (maxLockTime, lease). Not re-entrant: a second lock on a held name waits.
         """
         names = _names(path)
         if timeout is not None:
@@ -707,6 +710,11 @@ class ServerLocker:
                 return self._tokens[lockId]
             except KeyError:
                 raise KeyError(f"lock {lockId!r} is not held by this locker") from None
+
+    def lost_reason(self, lockId: str) -> str | None:
+        """Why a lock this locker held was taken away (None if it was not, as far as it remembers)."""
+        with self._state_lock:
+            return self._lost_locks.get(lockId)
 
     def on_lock_lost(self, callback: Callable[[str, str], None]) -> None:
         """Call ``callback(lockId, reason)`` when a held lock is taken away (e.g. maxLockTime)."""
@@ -862,6 +870,10 @@ class ServerLocker:
         # callbacks go to the dispatcher thread, where they may call back into the locker.
         if self._forget(lock_id):
             self._log.warning("%s lost lock %s (%s)", self._name, lock_id, reason)
+            with self._state_lock:
+                self._lost_locks[lock_id] = reason
+                while len(self._lost_locks) > LOST_REMEMBERED:
+                    del self._lost_locks[next(iter(self._lost_locks))]
             for callback in self._lost_callbacks:
                 self._dispatcher.submit(callback, lock_id, reason)
 

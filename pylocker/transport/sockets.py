@@ -22,7 +22,9 @@ from ..protocol import MAX_FRAME
 from .keys import CurveKeys
 
 PORT_SEARCH: Final = 100
-PUB_HWM: Final = 1000  # batches queued per subscriber before the slowest ones start missing some
+# Batches queued per subscriber before a slow one starts missing some: with batches of at
+# most ~64 KiB (client.BATCH_BYTES) a stalled subscriber costs the server a few MiB at most.
+PUB_HWM: Final = 100
 RECV_BATCH: Final = 256
 HEARTBEAT_MS: Final = 1000
 HEARTBEAT_TIMEOUT_MS: Final = 4000
@@ -164,6 +166,13 @@ def _tune(sock: zmq.Socket) -> None:
     sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
 
 
+def _no_heartbeats(sock: zmq.Socket) -> None:
+    # On a subscription backed up behind megabytes of publications, a PING waits in line
+    # and the peer is timed out and cut, losing what was queued. Liveness is judged on the
+    # request connection (ROUTER/DEALER) anyway.
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
+
+
 def _bind(sock: zmq.Socket, host: str, port: int) -> int:
     """Bind to ``port``, or the next free one; port 0 picks any free port."""
     if port == 0:
@@ -198,6 +207,7 @@ class ServerEndpoint:
             self.port = _bind(self.router, host, port)
             self.pub = self._secure(self.context.socket(zmq.PUB), keys)
             self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
+            _no_heartbeats(self.pub)
             self.pub_port = _bind(self.pub, host, 0)
         except BaseException:
             self.close()
@@ -324,6 +334,7 @@ class ClientEndpoint:
         if self.sub is None:
             self.sub = self._secure(self.context.socket(zmq.SUB), self._keys)
             self.sub.setsockopt(zmq.RCVHWM, PUB_HWM)
+            _no_heartbeats(self.sub)
             self._poller.register(self.sub, zmq.POLLIN)
             self.sub.connect(f"tcp://{self.host}:{pub_port}")
         for topic in topics:

@@ -125,8 +125,9 @@ def agent(server_file: str, name: str, commands: Any, replies: Any, kwargs: Any 
                         arrived.clear()
                     result = list(collected)
                 elif method == "publish_many":
+                    padding = "x" * kw.pop("padding", 0)
                     for index in range(args[0]):
-                        locker.publish_message(f"m-{index}", payload=index, **kw)
+                        locker.publish_message(f"m-{index}", payload=[index, padding] if padding else index, **kw)
                     result = True
                 else:
                     attribute = getattr(locker, method)

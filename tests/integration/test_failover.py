@@ -174,3 +174,19 @@ def test_a_client_connected_by_address_reconnects_when_it_answers_again(server_f
                 process.join(10)
                 if process.is_alive():
                     process.kill()
+
+
+def test_a_killed_client_loses_its_locks_after_its_lease(make_locker: Any, server_file: str) -> None:
+    server = make_locker(lease=LEASE)
+    started, release, released_at = SPAWN.Queue(), SPAWN.Event(), SPAWN.Queue()
+    holder = SPAWN.Process(target=_workers.hold, args=(server_file, "held", started, release, released_at))
+    holder.start()
+    try:
+        assert started.get(timeout=30) is True
+        os.kill(holder.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        ok, lock_id = server.acquire_lock("held", timeout=10 * LEASE)
+        waited = time.monotonic() - killed_at
+    finally:
+        holder.join(10)
+    assert ok and waited < 3 * LEASE

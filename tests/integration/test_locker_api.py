@@ -243,3 +243,41 @@ def test_bad_paths_say_what_is_wrong(serving: ServerLocker, path: Any, error: ty
         serving.acquire_lock(path)
     with pytest.raises(TypeError, match="lockId"):
         serving.release_lock(5)  # type: ignore[arg-type]
+
+
+def test_operations_on_a_lost_lock_say_it_was_lost(make_locker: Any) -> None:
+    from pylocker import LockLost
+
+    server = make_locker(maxLockTime=0.2)
+    client = make_locker()
+    lock = client.lock("a", timeout=5)
+    with pytest.raises(LockLost) as lost:
+        with lock:
+            wait_for(lambda: not lock.is_acquired)  # maxLockTime takes it during the block
+    assert lost.value.reason == "maxLockTime" and client.lost_reason(lost.value.lock_id) == "maxLockTime"
+    ok, lock_id = server.acquire_lock("a", timeout=1)
+    assert ok
+    wait_for(lambda: server.ownedLocks == {})
+    assert server.lost_reason(lock_id) == "maxLockTime" and server.release_lock(lock_id) == (True, 0)
+
+
+def test_blocking_keeps_the_caller_serving_until_stopped(server_file: str) -> None:
+    made: list[ServerLocker] = []
+
+    class Recorded(ServerLocker):
+        def start(self, *args: Any, **kwargs: Any) -> bool:
+            made.append(self)
+            return super().start(*args, **kwargs)
+
+    thread = threading.Thread(target=Recorded, args=(PASSWORD,),
+                              kwargs={"serverFile": server_file, "port": 0, "blocking": True})
+    thread.start()
+    wait_for(lambda: made and made[0].isServer)
+    client = ServerLocker(PASSWORD, serverFile=server_file, allowServing=False)
+    try:
+        assert client.isClient and thread.is_alive()
+    finally:
+        client.stop()
+        made[0].stop()
+    thread.join(10)
+    assert not thread.is_alive()

@@ -208,3 +208,48 @@ def test_a_client_publishes_many_at_once(agents: Any) -> None:
     assert ok is True and len(ids) == 3000
     assert bob.wait_message("c-2999", timeout=20)
     assert [m["message"] for m in bob.messages()] == [f"c-{i}" for i in range(3000)]
+
+
+def test_a_receiver_that_falls_behind_misses_messages_counted_not_server_memory(
+        server_file: str, agents: Any) -> None:
+    import os
+    import signal
+
+    import psutil
+
+    ready, finished = SPAWN.Queue(), SPAWN.Event()
+    server = SPAWN.Process(target=_workers.serve, args=(server_file + "-2", ready, finished))
+    server.start()
+    try:
+        server_pid, _ = ready.get(timeout=30)
+        alice = Agent(server_file + "-2", "alice")
+        bob = Agent(server_file + "-2", "bob", mailbox_size=1_000_000)
+        try:
+            rss_before = psutil.Process(server_pid).memory_info().rss
+            os.kill(bob.process.pid, signal.SIGSTOP)  # bob stops reading
+            try:
+                alice.publish_many(60_000, receivers=[bob.unique_name], toSelf=False, padding=1000)
+                alice.publish_message("fence", receivers=[bob.unique_name], toSelf=False)
+                grown = psutil.Process(server_pid).memory_info().rss - rss_before
+            finally:
+                os.kill(bob.process.pid, signal.SIGCONT)
+            # Bob catches up; until he has, new publications may be missed too: fence again.
+            sent = 60_001
+            for fence in range(20):
+                alice.publish_message(f"after-{fence}", receivers=[bob.unique_name], toSelf=False)
+                sent += 1
+                if bob.wait_message(f"after-{fence}", timeout=1.0):
+                    break
+            else:
+                raise AssertionError("bob never caught up")
+            received = len(bob.messages())
+            dropped = bob.dropped_messages()
+        finally:
+            alice.stop()
+            bob.stop()
+    finally:
+        finished.set()
+        server.join(20)
+    assert dropped > 0  # it could not keep up ...
+    assert received + dropped == sent  # ... and every message is either received or counted
+    assert grown < 100 * 2**20  # while the server's memory stayed bounded

@@ -103,20 +103,47 @@ class _Relay:
 
 
 def test_traffic_reveals_neither_password_nor_lock_names(serving: ServerLocker) -> None:
+    # The relay carries the request connection, where locks are asked for and messages
+    # published; the PUB connection is the same CURVE socket setup (see the next test).
     relay = _Relay(serving.port)
     secret_name = "/very/secret/lock-name-7f3a"
+    secret_text, secret_payload = "quarterly-figures are ready", "payload-3c9e1d"
     locker = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=5)
     try:
         assert locker.connect("127.0.0.1", relay.port)
         ok, lock_id = locker.acquire_lock(secret_name)
         assert ok and serving.lockedPaths[secret_name]["clientUniqueName"] == locker.uniqueName
         assert locker.release_lock(lock_id) == (True, 1)
+        assert locker.publish_message(secret_text, payload=secret_payload, toSelf=False)[0]
+        assert serving.wait_message(secret_text, timeout=10)["payload"] == secret_payload
+        serving.publish_message("reply " + secret_text, receivers=[locker.uniqueName], toSelf=False)
+        assert locker.wait_message("reply " + secret_text, timeout=10) is not None
     finally:
         locker.stop()
         relay.close()
     assert len(relay.captured) > 200  # the traffic did go through the relay
-    for needle in (PASSWORD.encode(), secret_name.encode(), b"lock-name-7f3a", lock_id.encode()):
+    for needle in (PASSWORD.encode(), secret_name.encode(), b"lock-name-7f3a", lock_id.encode(),
+                   secret_text.encode(), b"quarterly-figures", secret_payload.encode()):
         assert needle not in relay.captured
+
+
+def test_the_publication_port_refuses_a_peer_without_curve(serving: ServerLocker) -> None:
+    port = serving._server.pub_port  # type: ignore[union-attr]
+    context = zmq.Context()
+    plain = context.socket(zmq.SUB)
+    plain.setsockopt(zmq.LINGER, 0)
+    plain.setsockopt(zmq.SUBSCRIBE, b"")
+    plain.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        listener = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=5)
+        assert listener.connect("127.0.0.1", serving.port)
+        serving.publish_message("for everybody", toSelf=False)
+        assert listener.wait_message("for everybody", timeout=10) is not None  # a keyed peer gets it
+        assert plain.poll(500) == 0  # the plain one never completes a handshake, so never hears it
+        listener.stop()
+    finally:
+        plain.close(0)
+        context.term()
 
 
 def test_password_never_reaches_logs_or_the_server_file(server_file: str, caplog: Any) -> None:
