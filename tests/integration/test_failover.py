@@ -190,3 +190,45 @@ def test_a_killed_client_loses_its_locks_after_its_lease(make_locker: Any, serve
     finally:
         holder.join(10)
     assert ok and waited < 3 * LEASE
+
+
+def test_a_waiter_is_requeued_across_a_failover_and_keeps_its_deadline(server_file: str) -> None:
+    import threading
+
+    ready, never = SPAWN.Queue(), SPAWN.Event()
+    first = SPAWN.Process(target=_workers.serve, args=(server_file, ready, never, {"lease": LEASE}))
+    first.start()
+    ready.get(timeout=30)
+    holder = ServerLocker(PASSWORD, name="holder", serverFile=server_file, port=0, reconnect=True, lease=LEASE)
+    waiter = ServerLocker(PASSWORD, name="waiter", serverFile=server_file, port=0, reconnect=True, lease=LEASE,
+                          allowServing=False)
+    try:
+        ok, held = holder.acquire_lock("x")
+        assert ok and waiter.isClient
+        outcome: list[Any] = []
+
+        def wait_for_x() -> None:
+            started = time.monotonic()
+            outcome.append((waiter.acquire_lock("x", timeout=2.0), time.monotonic() - started))
+
+        thread = threading.Thread(target=wait_for_x)
+        thread.start()
+        wait_for(lambda: holder.isClient)  # (the waiter is queued on the first server by now or soon)
+        os.kill(first.pid, signal.SIGKILL)
+        thread.join(30)
+        (result, waited), = outcome
+        assert result == (False, 0)           # 'x' was re-claimed by its holder: never granted twice
+        assert 2.0 <= waited < 3.0            # and the waiter's deadline held across the failover
+        assert holder.isServer and holder.ownedLocks == {held: ["x"]}
+        assert waiter.isClient
+
+        thread = threading.Thread(target=lambda: outcome.append(waiter.acquire_lock("x", timeout=10)))
+        thread.start()
+        wait_for(lambda: holder._server is not None and holder._server._table.waiters("x"))
+        assert holder.release_lock(held) == (True, 1)
+        thread.join(20)
+        assert outcome[-1][0] is True         # re-queued waiters are served once the holder lets go
+    finally:
+        waiter.stop()
+        holder.stop()
+        first.join(10)
