@@ -44,6 +44,8 @@ _RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3
 FRESH_FINGERPRINT = 10.0  # seconds; a fingerprint refreshed this recently names a live server
 ELECTION_RETRY = 0.01  # seconds between looks at a server file that another locker is taking over
 DEFAULT_LEASE = 5.0
+SUCCESSOR_WAIT = 0.5  # seconds a failing-over client waits for a new fingerprint before retrying the old
+MIN_GRACE = 2.0  # seconds a new server waits at least for the previous clients to re-claim their locks
 LOST_REMEMBERED = 10_000  # lost lock ids kept to explain later operations on them
 _DEFAULT_LOGGER = "pylocker"
 
@@ -479,9 +481,11 @@ class ServerLocker:
                     self._log.debug("serving locker %s did not answer: %s", fp.unique_name, exc)
             time.sleep(ELECTION_RETRY)  # bounded by deadline: the elected server is writing its file
 
-    @staticmethod
-    def _looks_alive(fp: serverfile.Fingerprint) -> bool:
+    def _looks_alive(self, fp: serverfile.Fingerprint) -> bool:
         if fp.host == serverfile.this_host():
+            # On this host the election lock tells for sure: a serving locker holds it.
+            if not isinstance(self._serverFile, str) or not serverfile.someone_serves(self._serverFile):
+                return False
             try:
                 return psutil.Process(fp.pid).status() != psutil.STATUS_ZOMBIE
             except psutil.Error:
@@ -509,7 +513,8 @@ class ServerLocker:
                         epoch=election.epoch, first_token=serverfile.first_token(election.epoch),
                         on_local_lost=self._lost, client_keys=self._admitted,
                         on_publications=self._on_served_publications, on_tick=self._refresh_fingerprint,
-                        on_clients_changed=self._clients_changed, recover_from=recover_from, grace=lease)
+                        on_clients_changed=self._clients_changed, recover_from=recover_from,
+                        grace=max(lease, MIN_GRACE))
         try:
             server.start()
             fingerprint = serverfile.Fingerprint(
@@ -612,9 +617,9 @@ class ServerLocker:
         if client is not None:
             client.close()
         if server is not None:
+            # The server file stays: it names the clients still connected, so that a
+            # successor gives them a grace period to re-claim their locks.
             server.stop()
-            if isinstance(self._serverFile, str):
-                serverfile.remove_if_ours(self._serverFile, self._unique_name)
         if election is not None:
             election.release()
         with self._state_lock:
@@ -814,7 +819,7 @@ class ServerLocker:
                 if old is not None:
                     old.close(say_bye=False)
                 try:
-                    joined = self._rejoin()
+                    joined = self._rejoin(lost, time.monotonic() - started)
                 except AuthenticationError as exc:
                     self._log.error("%s", exc)
                     joined = False
@@ -829,7 +834,7 @@ class ServerLocker:
         with self._role_lock:
             self._failover_thread = None
 
-    def _rejoin(self) -> bool:
+    def _rejoin(self, lost: serverfile.Fingerprint | None, elapsed: float) -> bool:
         """One attempt to serve or to connect again; re-claims our locks on success."""
         if self._connected_to is not None:
             address, port = self._connected_to
@@ -844,6 +849,8 @@ class ServerLocker:
             fp = serverfile.read(path)
             if fp is None or not self._looks_alive(fp):
                 return False
+            if lost is not None and fp.unique_name == lost.unique_name and elapsed < SUCCESSOR_WAIT:
+                return False  # most likely a successor is about to write its own fingerprint
             self._open_client(fp.address, fp.port, self._password, 1.0)
         client = self._client
         if client is None:

@@ -112,19 +112,6 @@ def write(path: str, fingerprint: Fingerprint) -> None:
         raise
 
 
-def remove_if_ours(path: str, unique_name: str) -> None:
-    """Delete the server file if it still names ``unique_name``."""
-    try:
-        current = read(path)
-    except ServerFileError:
-        return
-    if current is not None and current.unique_name == unique_name:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
 class ElectionLock:
     """The OS lock that makes its holder the one serving locker of a server file."""
 
@@ -175,6 +162,25 @@ class ElectionLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+
+def someone_serves(server_file: str) -> bool:
+    """Whether a process on this host holds the election lock of ``server_file`` now."""
+    path = server_file + ".lock"
+    try:
+        _refuse_symlink(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)  # closing drops the probe's shared lock, if it got one
+    return False
 
 
 TOKEN_EPOCH_SHIFT = 40  # fencing token = epoch << 40 | grant number within the epoch

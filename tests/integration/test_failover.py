@@ -232,3 +232,21 @@ def test_a_waiter_is_requeued_across_a_failover_and_keeps_its_deadline(server_fi
         waiter.stop()
         holder.stop()
         first.join(10)
+
+
+def test_a_graceful_stop_hands_over_without_losing_locks(make_locker: Any) -> None:
+    server = make_locker(name="first", lease=LEASE)
+    alice = make_locker(name="alice", reconnect=True, lease=LEASE)
+    bob = make_locker(name="bob", reconnect=True, lease=LEASE)
+    ok_a, lock_a = alice.acquire_lock("a")
+    ok_b, lock_b = bob.acquire_lock("b")
+    assert ok_a and ok_b
+    server.stop()
+    wait_for(lambda: (alice.isServer or alice.isClient) and (bob.isServer or bob.isClient), timeout=20)
+    assert alice.isServer != bob.isServer  # exactly one of them took over
+    assert alice.ownedLocks == {lock_a: ["a"]} and bob.ownedLocks == {lock_b: ["b"]}
+    new_server = alice if alice.isServer else bob
+    wait_for(lambda: sorted(new_server.lockedPaths or {}) == ["a", "b"])
+    assert alice.acquire_lock("b", timeout=0.2) == (False, 0)  # b is still bob's
+    assert bob.release_lock(lock_b) == (True, 1)
+    assert alice.acquire_lock("b", timeout=5)[0] is True
