@@ -25,6 +25,8 @@ from .transport.sockets import ServerEndpoint
 LOCAL: Final = b""  # the owner id of the serving locker's own requests
 TICK: Final = 1.0  # housekeeping period of the I/O thread, seconds
 START_TIMEOUT: Final = 10.0
+BAD_FRAMES_LOGGED: Final = 5  # bad frames logged one by one per peer, before summaries
+MAX_TRACKED_PEERS: Final = 10_000
 LOCAL_SLACK: Final = 1.0  # how long a local waiter trusts the I/O thread past its deadline
 
 LostCallback = Callable[[str, str], None]
@@ -79,6 +81,7 @@ class Server:
         self._pub_outbox: collections.deque[tuple[bytes, bytes, bytes] | tuple[bytes, bytes]] = \
             collections.deque()
         self._pub_counts: dict[bytes, int] = {}
+        self._bad_frames: dict[bytes, int] = {}
         self._on_tick = on_tick
         self._clock = clock
         self._on_clients_changed = on_clients_changed
@@ -373,12 +376,12 @@ class Server:
 
     def _handle(self, peer: bytes, frames: list[bytes]) -> None:
         if len(frames) != 1:
-            self._log.warning("dropped a %d-part message from %r", len(frames), peer)
+            self._note_bad_frame(peer, f"a {len(frames)}-part message (dropped)")
             return
         try:
             message = p.decode(frames[0])
         except RemoteProtocolError as exc:
-            self._log.warning("bad frame from %r: %s", peer, exc)
+            self._note_bad_frame(peer, str(exc))
             self._outbox.append((peer, p.encode(p.Error(0, f"bad frame: {exc}"))))
             return
         kind = type(message)
@@ -439,6 +442,18 @@ class Server:
             else:
                 self._outbox.append((peer, p.encode(p.Error(message.request_id,
                                                             f"{kind.__name__} is not a request"))))
+
+    def _note_bad_frame(self, peer: bytes, reason: str) -> None:
+        # Log the first few bad frames of a peer, then one line per thousand: a misbehaving
+        # peer must not be able to flood the log (and the disk) through us.
+        counts = self._bad_frames
+        if peer not in counts and len(counts) >= MAX_TRACKED_PEERS:
+            counts.clear()
+        count = counts[peer] = counts.get(peer, 0) + 1
+        if count <= BAD_FRAMES_LOGGED:
+            self._log.warning("bad frame from %r: %s", peer, reason)
+        elif count % 1000 == 0:
+            self._log.warning("%d bad frames from %r so far (latest: %s)", count, peer, reason)
 
     def _on_acquire(self, peer: bytes, message: p.Acquire, now: float) -> None:
         lock_id = self._new_id()

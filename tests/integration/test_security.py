@@ -352,3 +352,19 @@ def test_a_lapsed_client_is_forgotten(make_locker: Any) -> None:
     wait_for(lambda: len(server_side.clients()) == 1)
     client._client._running = False  # silence the client without saying goodbye
     wait_for(lambda: not server_side.clients(), timeout=10)
+
+
+def test_a_flood_of_bad_frames_cannot_flood_the_log(serving: ServerLocker, caplog: Any) -> None:
+    with _authenticated_dealer(serving.port) as dealer:
+        for index in range(3000):
+            dealer.send(b"\xc1garbage-%d" % index)
+        dealer.send(p.encode(p.Heartbeat(77)))
+        while dealer.poll(10_000):
+            reply = p.decode(dealer.recv())
+            if isinstance(reply, p.Pong) and reply.request_id == 77:
+                break
+        else:
+            raise AssertionError("the server stopped answering")
+    lines = [r for r in caplog.records if "bad frame" in r.getMessage()]
+    assert 5 <= len(lines) <= 10  # the first few one by one, then a summary per thousand
+    assert any("3000 bad frames" in r.getMessage() for r in lines)
