@@ -8,9 +8,7 @@ them instead.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import os
 import socket
 import threading
@@ -20,7 +18,7 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
-from . import protocol, serverfile
+from . import serverfile
 from .client import Client
 from .dispatch import Dispatcher
 from .errors import (
@@ -32,13 +30,12 @@ from .errors import (
     ServerFileError,
 )
 from .lock import Lock
-from .mailbox import FLAG_REPLACE, FLAG_UNIQUE, Mailbox, Publication
-from .protocol import MAX_NAME_LEN, MAX_NAMES
+from .messaging import MessagingMixin
 from .server import Server
 from .transport.keys import CurveKeys, derive_keys, load_authorized_keys, load_key_pair
+from .validation import check_bool, check_number, code_for, names as parse_names
 
 _ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
-_PUBLISH_CODES: dict[type[PylockerError], int] = {NotConnected: 1, NotStarted: 2}
 _RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3}
 
 FRESH_FINGERPRINT = 10.0  # seconds; a fingerprint refreshed this recently names a live server
@@ -50,70 +47,6 @@ LOST_REMEMBERED = 10_000  # lost lock ids kept to explain later operations on th
 _DEFAULT_LOGGER = "pylocker"
 
 
-def _code_for(exc: PylockerError, codes: dict[type[PylockerError], int]) -> int | str:
-    for kind, code in codes.items():
-        if isinstance(exc, kind):
-            return code
-    return str(exc)
-
-
-def _check_number(value: Any, argument: str, *, allow_none: bool = False, positive: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{argument} must be a number, not {type(value).__name__}")
-    if math.isnan(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{argument} must be {'> 0' if positive else '>= 0'}, got {value!r}")
-
-
-def _check_bool(value: Any, argument: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{argument} must be True or False, not {type(value).__name__}")
-
-
-def _names(path: Any) -> list[str]:
-    """The seed's ``path`` argument (a string or a list of strings) as a list of names."""
-    names = [path] if isinstance(path, str) else path
-    if not isinstance(names, (list, tuple, set, frozenset)):
-        raise TypeError(f"path must be a string or a list of strings, not {type(path).__name__}")
-    if not names:
-        raise ValueError("path must name at least one path")
-    if len(names) > MAX_NAMES:
-        raise ValueError(f"path names {len(names)} paths; at most {MAX_NAMES} per lock")
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"every path must be a string, got {type(name).__name__}")
-        if not name or len(name) > MAX_NAME_LEN:
-            raise ValueError(f"a path must have 1 to {MAX_NAME_LEN} characters, got {len(name)}")
-    return list(dict.fromkeys(names))
-
-
-MAX_ITEM = protocol.MAX_FRAME // 2  # bytes in one packed publication
-
-
-def _check_message(message: Any) -> None:
-    if type(message) is not str or len(message) > protocol.MAX_MESSAGE:
-        if not isinstance(message, str):
-            raise TypeError(f"message must be a string, not {type(message).__name__}")
-        raise ValueError(f"message is {len(message)} characters long; at most {protocol.MAX_MESSAGE}")
-
-
-def _receivers(receivers: Any) -> list[str] | None:
-    if receivers is None:
-        return None
-    if type(receivers) is list and len(receivers) == 1 and type(receivers[0]) is str:
-        return receivers
-    names = [receivers] if isinstance(receivers, str) else receivers
-    if not isinstance(names, (list, tuple, set, frozenset)):
-        raise TypeError(f"receivers must be None or a list of unique names, not {type(receivers).__name__}")
-    if len(names) > protocol.MAX_RECEIVERS:
-        raise ValueError(f"at most {protocol.MAX_RECEIVERS} receivers per publication")
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"every receiver must be a unique name (a string), got {type(name).__name__}")
-    return list(dict.fromkeys(names))
-
-
 def _advertised(host: str) -> str:
     if host in ("0.0.0.0", "*", "", "::"):
         try:
@@ -123,7 +56,7 @@ def _advertised(host: str) -> str:
     return host
 
 
-class ServerLocker:
+class ServerLocker(MessagingMixin):
     """Lock (and message) server and client between threads, processes and machines.
 
     Once instantiated with ``autoconnect`` True, it connects to the serving locker
@@ -160,9 +93,9 @@ class ServerLocker:
             raise ValueError(f"port must be an integer from 0 to 65535, got {port!r}")
         for value, argument in ((allowServing, "allowServing"), (autoconnect, "autoconnect"),
                                 (reconnect, "reconnect"), (blocking, "blocking"), (debugMode, "debugMode")):
-            _check_bool(value, argument)
-        _check_number(connectTimeout, "connectTimeout", positive=True)
-        _check_number(lease, "lease", allow_none=True, positive=True)
+            check_bool(value, argument)
+        check_number(connectTimeout, "connectTimeout", positive=True)
+        check_number(lease, "lease", allow_none=True, positive=True)
         if not isinstance(listen_address, str) or not listen_address:
             raise TypeError("listen_address must be a non-empty string")
         if logger is not False and logger is not None and not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
@@ -200,18 +133,8 @@ class ServerLocker:
         self._global_locks: dict[frozenset[str], str] = {}
         self._lost_locks: dict[str, str] = {}  # recently lost lock id -> reason, oldest first
         self._lost_callbacks: list[Callable[[str, str], None]] = []
-        if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
-            raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
-        self._mailbox_size = mailbox_size
-        _check_bool(receive_messages, "receive_messages")
-        self._receive_messages = receive_messages
-        self._mailbox = Mailbox(mailbox_size)
-        self._mail = threading.Condition()
-        self._message_callbacks: list[tuple[Callable[[dict[str, Any]], None], str | None]] = []
         self._dispatcher = Dispatcher(f"pylocker-callbacks-{self._name}", self._log)
-        self._publication_ids = itertools.count(1)
-        self._publication_prefix = self._unique_name[:12] + "-"
-        self._packers = threading.local()
+        self._init_messaging(mailbox_size, receive_messages)
         self._server: Server | None = None
         self._client: Client | None = None
         self._election: serverfile.ElectionLock | None = None
@@ -258,7 +181,7 @@ class ServerLocker:
 
     @debugMode.setter
     def debugMode(self, value: bool) -> None:
-        _check_bool(value, "debugMode")
+        check_bool(value, "debugMode")
         self._debugMode = value
         self._log.setLevel(logging.DEBUG if value else logging.NOTSET)
 
@@ -395,7 +318,7 @@ class ServerLocker:
     # ------------------------------------------------------------- settings
     def set_maximum_lock_time(self, maxLockTime: float | None) -> None:
         """Set maximum allowed time for a lock to be acquired (None or 0: no limit)."""
-        _check_number(maxLockTime, "maxLockTime", allow_none=True)
+        check_number(maxLockTime, "maxLockTime", allow_none=True)
         self._maxLockTime = maxLockTime
         server = getattr(self, "_server", None)
         if server is not None:
@@ -403,7 +326,7 @@ class ServerLocker:
 
     def set_default_timeout(self, defaultTimeout: float) -> None:
         """Set default timeout to acquire a lock."""
-        _check_number(defaultTimeout, "defaultTimeout")
+        check_number(defaultTimeout, "defaultTimeout")
         self._defaultTimeout = defaultTimeout
 
     def set_server_file(self, serverFile: bool | str) -> None:
@@ -655,11 +578,11 @@ class ServerLocker:
         0: not granted before timeout; 1: connection to the serving locker lost;
         2: this locker is neither a client nor a server.
         """
-        names = _names(path)
+        names = parse_names(path)
         if timeout is None:
             timeout = self._defaultTimeout
-        _check_number(timeout, "timeout")
-        _check_bool(lockGlobal, "lockGlobal")
+        check_number(timeout, "timeout")
+        check_bool(lockGlobal, "lockGlobal")
         if lockGlobal:
             with self._state_lock:
                 shared = self._global_locks.get(frozenset(names))
@@ -668,7 +591,7 @@ class ServerLocker:
         try:
             lock_id, token = self._acquire(names, timeout)
         except PylockerError as exc:
-            return False, _code_for(exc, _ACQUIRE_CODES)
+            return False, code_for(exc, _ACQUIRE_CODES)
         if lockGlobal:
             with self._state_lock:
                 self._global_locks[frozenset(names)] = lock_id
@@ -689,7 +612,7 @@ class ServerLocker:
         try:
             code = self._release(lockId)
         except PylockerError as exc:
-            return False, _code_for(exc, _RELEASE_CODES)
+            return False, code_for(exc, _RELEASE_CODES)
         return True, code
 
     def release(self, *args: Any, **kwargs: Any) -> tuple[bool, int | str]:
@@ -703,9 +626,9 @@ class ServerLocker:
         defaultTimeout), and LockLost on exit when the lock was taken away during the
         block (maxLockTime, lease). Not re-entrant: a second lock on a held name waits.
         """
-        names = _names(path)
+        names = parse_names(path)
         if timeout is not None:
-            _check_number(timeout, "timeout")
+            check_number(timeout, "timeout")
         return Lock(self, names, self._defaultTimeout if timeout is None else timeout)
 
     def fencing_token(self, lockId: str) -> int:
@@ -884,207 +807,6 @@ class ServerLocker:
             for callback in self._lost_callbacks:
                 self._dispatcher.submit(callback, lock_id, reason)
 
-    # -------------------------------------------------------------- messages
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        """get list of received published messages (publication dictionaries, oldest first)"""
-        with self._mail:
-            self._mailbox.expire(time.monotonic())
-            return [publication.as_dict() for publication in self._mailbox.all()]
-
-    @property
-    def dropped_messages(self) -> int:
-        """Publications this locker missed (it fell behind) or evicted (mailbox full)."""
-        client = self._client
-        missed = client.dropped_publications if client is not None else 0
-        return missed + self._mailbox.dropped
-
-    def publish_message(self, message: str, receivers: Iterable[str] | None = None,
-                        timeout: float | None = None, toSelf: bool = True, unique: bool = False,
-                        replace: bool = True, *, payload: Any = None) -> tuple[bool, Any]:
-        """Publish a message to connected lockers: (True, publicationId) or (False, 1|2|message).
-
-        receivers: unique names (None: every connected locker); unknown names are
-        ignored. timeout: seconds the message lives in each receiver's mailbox.
-        toSelf: also deliver to this locker. unique: a receiver keeps one message of
-        this text; replace: a newer unique one replaces the older (else is dropped).
-        payload: any msgpack-able value carried with the message.
-        1: connection to the serving locker lost; 2: neither a client nor a server.
-        """
-        # This is the message hot path: cheap exact-type checks first, explanations after.
-        _check_message(message)
-        targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
-        publication_id = "%s%x" % (self._publication_prefix, next(self._publication_ids))
-        sent_at = time.time()
-        item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at, self._packer())
-        if len(item) > MAX_ITEM:
-            raise ValueError(f"publication is {len(item)} bytes; at most {MAX_ITEM}")
-        failure = self._send_publications(targets, item)
-        if failure is not None:
-            return False, failure
-        if toSelf:
-            self._deliver(self._unique_name, self._name,
-                          [[message, payload, timeout, flags, publication_id, sent_at]])
-        return True, publication_id
-
-    def publish_messages(self, messages: Iterable[str], receivers: Iterable[str] | None = None,
-                         timeout: float | None = None, toSelf: bool = True, unique: bool = False,
-                         replace: bool = True, *, payloads: Iterable[Any] | None = None) -> tuple[bool, Any]:
-        """Publish many messages at once: (True, [publicationId, ...]) or (False, 1|2|message).
-
-        Same options as ``publish_message``, applied to every message; ``payloads``,
-        if given, pairs one payload with each message. Much cheaper per message than
-        calling ``publish_message`` in a loop.
-        """
-        texts = list(messages)
-        for message in texts:
-            _check_message(message)
-        values = [None] * len(texts) if payloads is None else list(payloads)
-        if len(values) != len(texts):
-            raise ValueError(f"{len(values)} payloads for {len(texts)} messages")
-        targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
-        sent_at = time.time()
-        pack, prefix, ids = self._packer().pack, self._publication_prefix, self._publication_ids
-        raw = [[message, payload, timeout, flags, "%s%x" % (prefix, next(ids)), sent_at]
-               for message, payload in zip(texts, values)]
-        try:
-            items = [pack(entry) for entry in raw]
-        except (TypeError, ValueError, OverflowError) as exc:
-            self._packers.packer = protocol.new_packer()  # a failed pack may leave bytes behind
-            raise TypeError(f"payload cannot be sent: {exc}") from None
-        if any(len(item) > MAX_ITEM for item in items):
-            raise ValueError(f"a publication is over {MAX_ITEM} bytes")
-        if items:
-            failure = self._send_publications(targets, items)
-            if failure is not None:
-                return False, failure
-        if toSelf and raw:
-            self._deliver(self._unique_name, self._name, raw)
-        return True, [entry[4] for entry in raw]
-
-    def _publication_options(self, receivers: Any, timeout: Any, toSelf: Any, unique: Any,
-                             replace: Any) -> tuple[list[str] | None, int]:
-        targets = None if receivers is None else _receivers(receivers)
-        if timeout is not None:
-            _check_number(timeout, "timeout")
-        if type(toSelf) is not bool or type(unique) is not bool or type(replace) is not bool:
-            for value, argument in ((toSelf, "toSelf"), (unique, "unique"), (replace, "replace")):
-                _check_bool(value, argument)
-        return targets, (FLAG_UNIQUE if unique else 0) | (FLAG_REPLACE if replace else 0)
-
-    def _packer(self) -> Any:
-        packer = getattr(self._packers, "packer", None)
-        if packer is None:
-            # One reusable Packer per thread: packb() builds a new one per call, at twice the cost.
-            packer = self._packers.packer = protocol.new_packer()
-        return packer
-
-    def _send_publications(self, targets: list[str] | None, items: bytes | list[bytes]) -> int | str | None:
-        """Hand packed publications to the server role or the client; a seed code on failure."""
-        server, client = self._server, self._client
-        try:
-            if server is not None:
-                batch = items if isinstance(items, list) else [items]
-                server.publish(targets, len(batch), protocol.join_items(batch))
-            elif client is not None:
-                client.publish(targets, items)
-            else:
-                raise NotStarted()
-        except PylockerError as exc:
-            return _code_for(exc, _PUBLISH_CODES)
-        return None
-
-    def publish(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
-        """alias to publish_message"""
-        return self.publish_message(*args, **kwargs)
-
-    def has_message(self, message: str) -> bool:
-        """Whether a message exists in the list of received published messages."""
-        with self._mail:
-            self._mailbox.expire(time.monotonic())
-            return message in self._mailbox
-
-    def get_message(self, message: str) -> dict[str, Any] | None:
-        """The (oldest) publication dictionary of ``message``, or None."""
-        with self._mail:
-            self._mailbox.expire(time.monotonic())
-            publication = self._mailbox.find(message)
-        return None if publication is None else publication.as_dict()
-
-    def pop_message(self, message: str) -> dict[str, Any] | None:
-        """Like get_message, and the publication leaves the mailbox."""
-        with self._mail:
-            self._mailbox.expire(time.monotonic())
-            publication = self._mailbox.pop(message)
-        return None if publication is None else publication.as_dict()
-
-    def remove_published_message(self, message: str, senders: Iterable[str] | None = None) -> int:
-        """Remove received publications of ``message`` (only from ``senders``' unique names, if given)."""
-        wanted = None if senders is None else _receivers(senders)
-        with self._mail:
-            return self._mailbox.remove(message, wanted)
-
-    def remove_message(self, *args: Any, **kwargs: Any) -> int:
-        """alias to remove_published_message"""
-        return self.remove_published_message(*args, **kwargs)
-
-    def wait_message(self, message: str | None = None, timeout: float | None = None,
-                     pop: bool = False) -> dict[str, Any] | None:
-        """Block until a publication of ``message`` (None: any) is in the mailbox; None on timeout.
-
-        Woken by arrival, not by polling. With ``pop`` the publication leaves the mailbox.
-        """
-        if timeout is not None:
-            _check_number(timeout, "timeout")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._mail:
-            while True:
-                now = time.monotonic()
-                self._mailbox.expire(now)
-                if message is None:
-                    found = next(iter(self._mailbox.all()), None) if len(self._mailbox) else None
-                else:
-                    found = self._mailbox.find(message)
-                if found is not None:
-                    if pop:
-                        self._mailbox.remove_publication(found)
-                    return found.as_dict()
-                remaining = None if deadline is None else deadline - now
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._mail.wait(remaining)
-
-    def on_message(self, callback: Callable[[dict[str, Any]], None], message: str | None = None) -> None:
-        """Call ``callback(publication)`` for every arriving publication (of ``message``, if given).
-
-        Callbacks run one at a time on this locker's callback thread.
-        """
-        if not callable(callback):
-            raise TypeError("callback must be callable")
-        self._message_callbacks.append((callback, message))
-
-    def _on_served_publications(self, sender: str, sender_name: str, count: int, items: bytes) -> None:
-        try:
-            decoded = protocol.decode_items(items, count)
-        except PylockerError as exc:
-            self._log.warning("bad publication batch from %s: %s", sender, exc)
-            return
-        self._deliver(sender, sender_name, decoded)
-
-    def _deliver(self, sender: str, sender_name: str, items: list[Any]) -> int:
-        """Store publications (raw items, checked one by one); returns how many were malformed."""
-        with self._mail:
-            malformed, arrived = self._mailbox.store(sender, sender_name, items, time.monotonic(),
-                                                     bool(self._message_callbacks))
-            self._mail.notify_all()
-        if malformed:
-            self._log.warning("%d malformed publications from %s dropped", malformed, sender)
-        for publication in arrived:
-            for callback, wanted in self._message_callbacks:
-                if wanted is None or wanted == publication.message:
-                    self._dispatcher.submit(callback, publication.as_dict())
-        return malformed
-
 
 class SingleLocker(ServerLocker):
     """Singleton ServerLocker: one per process (a forked child gets its own)."""
@@ -1135,8 +857,8 @@ class LockersFactory:
         """
         if not isinstance(key, str):
             raise TypeError(f"key must be a string, not {type(key).__name__}")
-        _check_bool(restart, "restart")
-        _check_bool(regenerate, "regenerate")
+        check_bool(restart, "restart")
+        check_bool(regenerate, "regenerate")
         with self._lock:
             locker = self._lockers.get(key)
             running = locker is not None and (locker.isServer or locker.isClient)

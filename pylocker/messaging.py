@@ -1,0 +1,252 @@
+"""The message half of ServerLocker: publish, receive, wait, call back.
+
+A mixin so that ServerLocker keeps the seed's one-class surface; its state is set
+up by ``_init_messaging`` and it relies on the facade for the roles (``_server``,
+``_client``), the names and the callback dispatcher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from . import protocol
+from .errors import NotConnected, NotStarted, PylockerError
+from .mailbox import FLAG_REPLACE, FLAG_UNIQUE, Mailbox
+from .validation import check_bool, check_message, check_number, code_for, receivers as parse_receivers
+
+if TYPE_CHECKING:
+    import logging
+
+    from .client import Client
+    from .dispatch import Dispatcher
+    from .server import Server
+
+PUBLISH_CODES: dict[type[PylockerError], int] = {NotConnected: 1, NotStarted: 2}
+MAX_ITEM = protocol.MAX_FRAME // 2  # bytes in one packed publication
+
+
+class MessagingMixin:
+    """publish_message and friends; see ServerLocker."""
+
+    _server: Server | None
+    _client: Client | None
+    _unique_name: str
+    _name: str
+    _log: logging.Logger
+    _dispatcher: Dispatcher
+
+    def _init_messaging(self, mailbox_size: int, receive_messages: bool) -> None:
+        if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
+            raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
+        check_bool(receive_messages, "receive_messages")
+        self._mailbox_size = mailbox_size
+        self._receive_messages = receive_messages
+        self._mailbox = Mailbox(mailbox_size)
+        self._mail = threading.Condition()
+        self._message_callbacks: list[tuple[Callable[[dict[str, Any]], None], str | None]] = []
+        self._publication_ids = itertools.count(1)
+        self._publication_prefix = self._unique_name[:12] + "-"
+        self._packers = threading.local()
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """get list of received published messages (publication dictionaries, oldest first)"""
+        with self._mail:
+            self._mailbox.expire(time.monotonic())
+            return [publication.as_dict() for publication in self._mailbox.all()]
+
+    @property
+    def dropped_messages(self) -> int:
+        """Publications this locker missed (it fell behind) or evicted (mailbox full)."""
+        client = self._client
+        missed = client.dropped_publications if client is not None else 0
+        return missed + self._mailbox.dropped
+
+    def publish_message(self, message: str, receivers: Iterable[str] | None = None,
+                        timeout: float | None = None, toSelf: bool = True, unique: bool = False,
+                        replace: bool = True, *, payload: Any = None) -> tuple[bool, Any]:
+        """Publish a message to connected lockers: (True, publicationId) or (False, 1|2|message).
+
+        receivers: unique names (None: every connected locker); unknown names are
+        ignored. timeout: seconds the message lives in each receiver's mailbox.
+        toSelf: also deliver to this locker. unique: a receiver keeps one message of
+        this text; replace: a newer unique one replaces the older (else is dropped).
+        payload: any msgpack-able value carried with the message.
+        1: connection to the serving locker lost; 2: neither a client nor a server.
+        """
+        # This is the message hot path: cheap exact-type checks first, explanations after.
+        check_message(message)
+        targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
+        publication_id = "%s%x" % (self._publication_prefix, next(self._publication_ids))
+        sent_at = time.time()
+        item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at, self._packer())
+        if len(item) > MAX_ITEM:
+            raise ValueError(f"publication is {len(item)} bytes; at most {MAX_ITEM}")
+        failure = self._send_publications(targets, item)
+        if failure is not None:
+            return False, failure
+        if toSelf:
+            self._deliver(self._unique_name, self._name,
+                          [[message, payload, timeout, flags, publication_id, sent_at]])
+        return True, publication_id
+
+    def publish_messages(self, messages: Iterable[str], receivers: Iterable[str] | None = None,
+                         timeout: float | None = None, toSelf: bool = True, unique: bool = False,
+                         replace: bool = True, *, payloads: Iterable[Any] | None = None) -> tuple[bool, Any]:
+        """Publish many messages at once: (True, [publicationId, ...]) or (False, 1|2|message).
+
+        Same options as ``publish_message``, applied to every message; ``payloads``,
+        if given, pairs one payload with each message. Much cheaper per message than
+        calling ``publish_message`` in a loop.
+        """
+        texts = list(messages)
+        for message in texts:
+            check_message(message)
+        values = [None] * len(texts) if payloads is None else list(payloads)
+        if len(values) != len(texts):
+            raise ValueError(f"{len(values)} payloads for {len(texts)} messages")
+        targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
+        sent_at = time.time()
+        pack, prefix, ids = self._packer().pack, self._publication_prefix, self._publication_ids
+        raw = [[message, payload, timeout, flags, "%s%x" % (prefix, next(ids)), sent_at]
+               for message, payload in zip(texts, values)]
+        try:
+            items = [pack(entry) for entry in raw]
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._packers.packer = protocol.new_packer()  # a failed pack may leave bytes behind
+            raise TypeError(f"payload cannot be sent: {exc}") from None
+        if any(len(item) > MAX_ITEM for item in items):
+            raise ValueError(f"a publication is over {MAX_ITEM} bytes")
+        if items:
+            failure = self._send_publications(targets, items)
+            if failure is not None:
+                return False, failure
+        if toSelf and raw:
+            self._deliver(self._unique_name, self._name, raw)
+        return True, [entry[4] for entry in raw]
+
+    def _publication_options(self, receivers: Any, timeout: Any, toSelf: Any, unique: Any,
+                             replace: Any) -> tuple[list[str] | None, int]:
+        targets = None if receivers is None else parse_receivers(receivers)
+        if timeout is not None:
+            check_number(timeout, "timeout")
+        if type(toSelf) is not bool or type(unique) is not bool or type(replace) is not bool:
+            for value, argument in ((toSelf, "toSelf"), (unique, "unique"), (replace, "replace")):
+                check_bool(value, argument)
+        return targets, (FLAG_UNIQUE if unique else 0) | (FLAG_REPLACE if replace else 0)
+
+    def _packer(self) -> Any:
+        packer = getattr(self._packers, "packer", None)
+        if packer is None:
+            # One reusable Packer per thread: packb() builds a new one per call, at twice the cost.
+            packer = self._packers.packer = protocol.new_packer()
+        return packer
+
+    def _send_publications(self, targets: list[str] | None, items: bytes | list[bytes]) -> int | str | None:
+        """Hand packed publications to the server role or the client; a seed code on failure."""
+        server, client = self._server, self._client
+        try:
+            if server is not None:
+                batch = items if isinstance(items, list) else [items]
+                server.publish(targets, len(batch), protocol.join_items(batch))
+            elif client is not None:
+                client.publish(targets, items)
+            else:
+                raise NotStarted()
+        except PylockerError as exc:
+            return code_for(exc, PUBLISH_CODES)
+        return None
+
+    def publish(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """alias to publish_message"""
+        return self.publish_message(*args, **kwargs)
+
+    def has_message(self, message: str) -> bool:
+        """Whether a message exists in the list of received published messages."""
+        with self._mail:
+            self._mailbox.expire(time.monotonic())
+            return message in self._mailbox
+
+    def get_message(self, message: str) -> dict[str, Any] | None:
+        """The (oldest) publication dictionary of ``message``, or None."""
+        with self._mail:
+            self._mailbox.expire(time.monotonic())
+            publication = self._mailbox.find(message)
+        return None if publication is None else publication.as_dict()
+
+    def pop_message(self, message: str) -> dict[str, Any] | None:
+        """Like get_message, and the publication leaves the mailbox."""
+        with self._mail:
+            self._mailbox.expire(time.monotonic())
+            publication = self._mailbox.pop(message)
+        return None if publication is None else publication.as_dict()
+
+    def remove_published_message(self, message: str, senders: Iterable[str] | None = None) -> int:
+        """Remove received publications of ``message`` (only from ``senders``' unique names, if given)."""
+        wanted = None if senders is None else parse_receivers(senders)
+        with self._mail:
+            return self._mailbox.remove(message, wanted)
+
+    def remove_message(self, *args: Any, **kwargs: Any) -> int:
+        """alias to remove_published_message"""
+        return self.remove_published_message(*args, **kwargs)
+
+    def wait_message(self, message: str | None = None, timeout: float | None = None,
+                     pop: bool = False) -> dict[str, Any] | None:
+        """Block until a publication of ``message`` (None: any) is in the mailbox; None on timeout.
+
+        Woken by arrival, not by polling. With ``pop`` the publication leaves the mailbox.
+        """
+        if timeout is not None:
+            check_number(timeout, "timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._mail:
+            while True:
+                now = time.monotonic()
+                self._mailbox.expire(now)
+                if message is None:
+                    found = next(iter(self._mailbox.all()), None) if len(self._mailbox) else None
+                else:
+                    found = self._mailbox.find(message)
+                if found is not None:
+                    if pop:
+                        self._mailbox.remove_publication(found)
+                    return found.as_dict()
+                remaining = None if deadline is None else deadline - now
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._mail.wait(remaining)
+
+    def on_message(self, callback: Callable[[dict[str, Any]], None], message: str | None = None) -> None:
+        """Call ``callback(publication)`` for every arriving publication (of ``message``, if given).
+
+        Callbacks run one at a time on this locker's callback thread.
+        """
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        self._message_callbacks.append((callback, message))
+
+    def _on_served_publications(self, sender: str, sender_name: str, count: int, items: bytes) -> None:
+        try:
+            decoded = protocol.decode_items(items, count)
+        except PylockerError as exc:
+            self._log.warning("bad publication batch from %s: %s", sender, exc)
+            return
+        self._deliver(sender, sender_name, decoded)
+
+    def _deliver(self, sender: str, sender_name: str, items: list[Any]) -> int:
+        """Store publications (raw items, checked one by one); returns how many were malformed."""
+        with self._mail:
+            malformed, arrived = self._mailbox.store(sender, sender_name, items, time.monotonic(),
+                                                     bool(self._message_callbacks))
+            self._mail.notify_all()
+        if malformed:
+            self._log.warning("%d malformed publications from %s dropped", malformed, sender)
+        for publication in arrived:
+            for callback, wanted in self._message_callbacks:
+                if wanted is None or wanted == publication.message:
+                    self._dispatcher.submit(callback, publication.as_dict())
+        return malformed
