@@ -330,13 +330,13 @@ class Client:
         expected = self._seen.get(topic)
         if expected is not None and header.before > expected:
             self.dropped_publications += header.before - expected
-        self._seen[topic] = header.before + header.count
+        self._seen[topic] = header.before + header.item_count
         if header.sender == self.unique_name:
             return  # our own broadcast: delivered to ourselves when published, if asked
         try:
-            items = p.decode_items(frames[2], header.count)
+            items = p.decode_items(frames[2], header.item_count)
         except RemoteProtocolError as exc:
-            self.malformed_publications += header.count
+            self.malformed_publications += header.item_count
             self._log.warning("bad publication batch from %s: %s", header.sender, exc)
             return
         if self._on_publications is not None:

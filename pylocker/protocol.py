@@ -106,11 +106,11 @@ class Pong(NamedTuple):
 
 
 class Publish(NamedTuple):
-    """A batch of ``count`` publications (packed items in ``items``) for ``receivers`` (None: all)."""
+    """A batch of ``item_count`` publications (packed items in ``items``) for ``receivers`` (None: all)."""
 
     request_id: int
     receivers: list[str] | None
-    count: int
+    item_count: int  # not "count": that would shadow tuple.count
     items: bytes
 
 
@@ -148,7 +148,7 @@ class Published(NamedTuple):
     sender: str
     sender_name: str
     before: int
-    count: int
+    item_count: int
 
 
 class Probe(NamedTuple):

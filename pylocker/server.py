@@ -395,7 +395,7 @@ class Server:
         if kind is p.Publish:
             # Outside the table mutex: publications never touch locks, and local delivery
             # must not hold up lock traffic.
-            self._route(info.unique_name, info.name, message.receivers, message.count,  # type: ignore[union-attr]
+            self._route(info.unique_name, info.name, message.receivers, message.item_count,  # type: ignore[union-attr]
                         message.items)
             return
         if kind is p.SubscribeCheck:
