@@ -199,14 +199,7 @@ class LockTable:
         if (self.recover_until is None or not unique or lock_id in self._held or lock_id in self._pending
                 or any(n in self._holders for n in unique)):
             return False
-        held = HeldLock(lock_id, owner, unique, token, now,
-                        None if not self.max_lock_time else now + self.max_lock_time)
-        for name in unique:
-            self._holders[name] = held
-        self._held[lock_id] = held
-        self._owned(owner).add(lock_id)
-        if held.expires_at is not None:
-            self._schedule(held.expires_at, _HELD, lock_id)
+        self._hold(lock_id, owner, unique, token, now)
         if token >= self._next_token:
             self._next_token = token + 1
         return True
@@ -297,17 +290,8 @@ class LockTable:
     def _next_heap_deadline(self) -> float | None:
         heap = self._heap
         while heap:
-            when, _, kind, key = heap[0]
-            if kind == _PENDING:
-                request = self._pending.get(key)  # type: ignore[arg-type]
-                live = request is not None and request.deadline == when
-            elif kind == _HELD:
-                held = self._held.get(key)  # type: ignore[arg-type]
-                live = held is not None and held.expires_at == when
-            else:
-                live = key in self._lease_expiry
-            if live:
-                return when
+            if self._is_live(heap[0]):
+                return heap[0][0]
             heapq.heappop(heap)
         return None
 
@@ -381,16 +365,20 @@ class LockTable:
     def _grant(self, request: _Request, now: float, out: list[Effect]) -> None:
         token = self._next_token
         self._next_token = token + 1
-        expires_at = None if not self.max_lock_time else now + self.max_lock_time
-        held = HeldLock(request.lock_id, request.owner, request.names, token, now, expires_at)
-        holders = self._holders
-        for name in request.names:
-            holders[name] = held
-        self._held[request.lock_id] = held
-        self._owned(request.owner).add(request.lock_id)
-        if expires_at is not None:
-            self._schedule(expires_at, _HELD, request.lock_id)
+        self._hold(request.lock_id, request.owner, request.names, token, now)
         out.append(Granted(request.lock_id, request.owner, request.tag, request.names, token))
+
+    def _hold(self, lock_id: str, owner: Owner, names: tuple[str, ...], token: int, now: float) -> None:
+        """Record a held lock (a grant, or a reclaim after a failover) and schedule its expiry."""
+        expires_at = None if not self.max_lock_time else now + self.max_lock_time
+        held = HeldLock(lock_id, owner, names, token, now, expires_at)
+        holders = self._holders
+        for name in names:
+            holders[name] = held
+        self._held[lock_id] = held
+        self._owned(owner).add(lock_id)
+        if expires_at is not None:
+            self._schedule(expires_at, _HELD, lock_id)
 
     def _unhold(self, held: HeldLock) -> None:
         del self._held[held.lock_id]
