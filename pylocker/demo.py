@@ -41,11 +41,13 @@ class DemoReport:
         return self.overlaps == 0 and self.counters == self.expected and self.timeouts == 0
 
 
-def _worker(index: int, server_file: str, password: str, folder: str, paths: list[str], rounds: int,
-            results: Any) -> None:
-    locker = ServerLocker(password, name=f"worker-{index}", serverFile=server_file,
-                          allowServing=False, connectTimeout=30)
-    rng = random.Random(index)
+def _worker(
+    index: int, server_file: str, password: str, folder: str, paths: list[str], rounds: int, results: Any
+) -> None:
+    locker = ServerLocker(
+        password, name=f"worker-{index}", serverFile=server_file, allowServing=False, connectTimeout=30
+    )
+    rng = random.Random(index)  # noqa: S311  (picks which path to lock next; not security)
     intervals: dict[str, list[Interval]] = {path: [] for path in paths}
     waits: list[float] = []
     timeouts = 0
@@ -92,15 +94,16 @@ def run_demo(workers: int = 4, paths: int = 3, rounds: int = 100) -> DemoReport:
         server_file = os.path.join(folder, "serverlocker")
         for name in names:
             open(os.path.join(folder, name), "w").close()
-        server = ServerLocker(password, name="demo-server", serverFile=server_file, port=0,
-                              allowServing=True)
+        server = ServerLocker(password, name="demo-server", serverFile=server_file, port=0, allowServing=True)
         if not server.isServer:
             raise RuntimeError("the demo could not start its serving locker")
         report = DemoReport(workers=workers, paths=names, server_file=server_file, port=server.port)
         context = multiprocessing.get_context("spawn")
         results = context.Queue()
-        processes = [context.Process(target=_worker, args=(i, server_file, password, folder, names,
-                                                           rounds, results)) for i in range(workers)]
+        processes = [
+            context.Process(target=_worker, args=(i, server_file, password, folder, names, rounds, results))
+            for i in range(workers)
+        ]
         try:
             for process in processes:
                 process.start()

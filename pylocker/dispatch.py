@@ -44,5 +44,5 @@ class Dispatcher:
             function, args = entry
             try:
                 function(*args)
-            except Exception:
+            except Exception:  # noqa: BLE001  (a failing user callback is logged; the thread goes on)
                 self._log.exception("callback %r failed", function)

@@ -14,7 +14,8 @@ Rules, as pylocker 3.1 documented them:
 from __future__ import annotations
 
 import heapq
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, cast
 
 from .protocol import MAX_MESSAGE, valid_seconds
 
@@ -25,11 +26,30 @@ FLAG_REPLACE = 2
 class Publication:
     """One received message; ``as_dict`` is the seed's publication dictionary."""
 
-    __slots__ = ("expires_at", "flags", "message", "payload", "publication_id", "sender",
-                 "sender_name", "time", "timeout")
+    __slots__ = (
+        "expires_at",
+        "flags",
+        "message",
+        "payload",
+        "publication_id",
+        "sender",
+        "sender_name",
+        "time",
+        "timeout",
+    )
 
-    def __init__(self, message: str, payload: Any, sender: str, sender_name: str, publication_id: str,
-                 time: float, timeout: float | None, flags: int, expires_at: float | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        payload: Any,
+        sender: str,
+        sender_name: str,
+        publication_id: str,
+        time: float,
+        timeout: float | None,
+        flags: int,
+        expires_at: float | None,
+    ) -> None:
         self.message = message
         self.payload = payload
         self.sender = sender
@@ -42,10 +62,15 @@ class Publication:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "message": self.message, "payload": self.payload, "sender": self.sender,
-            "senderName": self.sender_name, "publicationId": self.publication_id,
-            "time": self.time, "timeout": self.timeout,
-            "unique": bool(self.flags & FLAG_UNIQUE), "replace": bool(self.flags & FLAG_REPLACE),
+            "message": self.message,
+            "payload": self.payload,
+            "sender": self.sender,
+            "senderName": self.sender_name,
+            "publicationId": self.publication_id,
+            "time": self.time,
+            "timeout": self.timeout,
+            "unique": bool(self.flags & FLAG_UNIQUE),
+            "replace": bool(self.flags & FLAG_REPLACE),
         }
 
 
@@ -85,8 +110,9 @@ class Mailbox:
             heapq.heappush(self._expiry, (publication.expires_at, publication.publication_id))
         return True
 
-    def store(self, sender: str, sender_name: str, items: list[Any], now: float,
-              collect: bool = False) -> tuple[int, list[Publication]]:
+    def store(
+        self, sender: str, sender_name: str, items: list[Any], now: float, collect: bool = False
+    ) -> tuple[int, list[Publication]]:
         """Check and add raw wire items ``[message, payload, timeout, flags, id, time]``.
 
         Returns how many were malformed (and skipped) and, with ``collect``, the
@@ -103,15 +129,33 @@ class Mailbox:
                 malformed += 1
                 continue
             message, payload, timeout, flags, publication_id, sent_at = item
-            if (type(message) is not str or len(message) > limit or type(publication_id) is not str
-                    or type(flags) is not int or type(sent_at) is not float
-                    or (timeout is not None and not valid_seconds(timeout))):
+            if (
+                type(message) is not str
+                or len(message) > limit
+                or type(publication_id) is not str
+                or type(flags) is not int
+                or type(sent_at) is not float
+                or (timeout is not None and not valid_seconds(timeout))
+            ):
                 malformed += 1
                 continue
-            publication = Publication(message, payload, sender, sender_name, publication_id, sent_at,
-                                      timeout, flags, None if timeout is None else now + timeout)
-            if (timeout is None and not flags & FLAG_UNIQUE and publication_id not in everything
-                    and len(everything) < capacity):
+            publication = Publication(
+                message,
+                payload,
+                sender,
+                sender_name,
+                publication_id,
+                sent_at,
+                timeout,
+                flags,
+                None if timeout is None else now + timeout,
+            )
+            if (
+                timeout is None
+                and not flags & FLAG_UNIQUE
+                and publication_id not in everything
+                and len(everything) < capacity
+            ):
                 # The common case, inlined: what add() does when no rule applies.
                 everything[publication_id] = publication
                 same = by_message.get(message)
@@ -178,7 +222,8 @@ class Mailbox:
         return len(self._all)
 
     def __contains__(self, message: object) -> bool:
-        return bool(self._by_message.get(message))  # type: ignore[arg-type]
+        # A message that is not a str is simply not found (an unhashable one raises TypeError, as a dict does).
+        return bool(self._by_message.get(cast(str, message)))
 
     def _remove(self, publication: Publication) -> None:
         del self._all[publication.publication_id]

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Hashable, Iterable, NamedTuple, Sequence, Union
+from collections.abc import Hashable, Iterable, Sequence
+from typing import NamedTuple, Union, cast
 
 Owner = Hashable
 
@@ -92,8 +93,7 @@ _PENDING, _HELD, _LEASE = 0, 1, 2
 class _Request:
     __slots__ = ("deadline", "lock_id", "names", "owner", "tag")
 
-    def __init__(self, lock_id: str, owner: Owner, names: tuple[str, ...],
-                 deadline: float | None, tag: object) -> None:
+    def __init__(self, lock_id: str, owner: Owner, names: tuple[str, ...], deadline: float | None, tag: object) -> None:
         self.lock_id = lock_id
         self.owner = owner
         self.names = names
@@ -106,8 +106,15 @@ class HeldLock:
 
     __slots__ = ("expires_at", "granted_at", "lock_id", "names", "owner", "token")
 
-    def __init__(self, lock_id: str, owner: Owner, names: tuple[str, ...], token: int,
-                 granted_at: float, expires_at: float | None) -> None:
+    def __init__(
+        self,
+        lock_id: str,
+        owner: Owner,
+        names: tuple[str, ...],
+        token: int,
+        granted_at: float,
+        expires_at: float | None,
+    ) -> None:
         self.lock_id = lock_id
         self.owner = owner
         self.names = names
@@ -119,8 +126,13 @@ class HeldLock:
 class LockTable:
     """Grants, queues, expires and releases exclusive locks on names."""
 
-    def __init__(self, max_lock_time: float | None = None, lease: float | None = None,
-                 first_token: int = 1, recover_until: float | None = None) -> None:
+    def __init__(
+        self,
+        max_lock_time: float | None = None,
+        lease: float | None = None,
+        first_token: int = 1,
+        recover_until: float | None = None,
+    ) -> None:
         self.max_lock_time = max_lock_time
         self.lease = lease
         self.recover_until = recover_until
@@ -135,8 +147,9 @@ class LockTable:
         self._heap_seq = 0
 
     # ------------------------------------------------------------------ inputs
-    def acquire(self, lock_id: str, owner: Owner, names: Sequence[str],
-                timeout: float | None, now: float, tag: object = None) -> list[Effect]:
+    def acquire(
+        self, lock_id: str, owner: Owner, names: Sequence[str], timeout: float | None, now: float, tag: object = None
+    ) -> list[Effect]:
         """Ask for every name in ``names``; ``timeout`` None waits forever, 0 never waits.
 
         Returns ``[Granted]``, ``[TimedOut]`` (timeout 0 and not free), or ``[]``
@@ -196,8 +209,13 @@ class LockTable:
         mine = self._held.get(lock_id)
         if mine is not None and mine.owner == owner and mine.names == unique:
             return True  # the same server after all: the lock never left its holder
-        if (self.recover_until is None or not unique or lock_id in self._held or lock_id in self._pending
-                or any(n in self._holders for n in unique)):
+        if (
+            self.recover_until is None
+            or not unique
+            or lock_id in self._held
+            or lock_id in self._pending
+            or any(n in self._holders for n in unique)
+        ):
             return False
         self._hold(lock_id, owner, unique, token, now)
         if token >= self._next_token:
@@ -259,16 +277,15 @@ class LockTable:
         while self._heap and self._heap[0][0] <= now:
             when, _, kind, key = heapq.heappop(self._heap)
             if kind == _PENDING:
-                request = self._pending.get(key)  # type: ignore[arg-type]
+                request = self._pending.get(cast(str, key))  # a _PENDING entry's key is a lock id
                 if request is not None and request.deadline == when:
                     out.append(TimedOut(request.lock_id, request.owner, request.tag, request.names))
                     self._unqueue(request, now, out)
             elif kind == _HELD:
-                held = self._held.get(key)  # type: ignore[arg-type]
+                held = self._held.get(cast(str, key))  # a _HELD entry's key is a lock id
                 if held is not None and held.expires_at == when:
                     self._unhold(held)
-                    out.append(Expired(held.lock_id, held.owner, held.names, held.token,
-                                       REASON_MAX_LOCK_TIME))
+                    out.append(Expired(held.lock_id, held.owner, held.names, held.token, REASON_MAX_LOCK_TIME))
                     self._promote(held.names, now, out)
             else:
                 expiry = self._lease_expiry.get(key)
@@ -342,8 +359,9 @@ class LockTable:
     def _schedule(self, when: float, kind: int, key: object) -> None:
         self._heap_seq += 1
         heapq.heappush(self._heap, (when, self._heap_seq, kind, key))
-        if len(self._heap) > 1024 and len(self._heap) > 4 * (len(self._held) + len(self._pending)
-                                                             + len(self._lease_expiry)):
+        if len(self._heap) > 1024 and len(self._heap) > 4 * (
+            len(self._held) + len(self._pending) + len(self._lease_expiry)
+        ):
             self._compact_heap()
 
     def _compact_heap(self) -> None:
@@ -355,10 +373,10 @@ class LockTable:
     def _is_live(self, entry: tuple[float, int, int, object]) -> bool:
         when, _, kind, key = entry
         if kind == _PENDING:
-            request = self._pending.get(key)  # type: ignore[arg-type]
+            request = self._pending.get(cast(str, key))  # a _PENDING entry's key is a lock id
             return request is not None and request.deadline == when
         if kind == _HELD:
-            held = self._held.get(key)  # type: ignore[arg-type]
+            held = self._held.get(cast(str, key))  # a _HELD entry's key is a lock id
             return held is not None and held.expires_at == when
         return key in self._lease_expiry
 

@@ -11,8 +11,9 @@ from pylocker.mailbox import FLAG_REPLACE, FLAG_UNIQUE, Mailbox, Publication
 _ids = iter(range(10**9))
 
 
-def pub(message: str, payload: object = None, sender: str = "s", flags: int = 0,
-        expires_at: float | None = None) -> Publication:
+def pub(
+    message: str, payload: object = None, sender: str = "s", flags: int = 0, expires_at: float | None = None
+) -> Publication:
     return Publication(message, payload, sender, "name", f"id-{next(_ids)}", 0.0, None, flags, expires_at)
 
 
@@ -21,7 +22,9 @@ def test_publications_keep_arrival_order() -> None:
     for index in range(5):
         box.add(pub(f"m{index % 2}", index))
     assert [p.payload for p in box.all()] == [0, 1, 2, 3, 4]
-    assert box.find("m1").payload == 1 and "m0" in box and "m9" not in box
+    assert box.find("m1").payload == 1
+    assert "m0" in box
+    assert "m9" not in box
 
 
 def test_unique_with_replace_keeps_only_the_newest() -> None:
@@ -45,15 +48,19 @@ def test_expiry_is_applied_when_due() -> None:
     box.add(pub("a", expires_at=5.0))
     box.add(pub("b"))
     assert box.next_expiry() == 5.0
-    assert box.expire(4.999) == 0 and "a" in box
-    assert box.expire(5.0) == 1 and "a" not in box and "b" in box
+    assert box.expire(4.999) == 0
+    assert "a" in box
+    assert box.expire(5.0) == 1
+    assert "a" not in box
+    assert "b" in box
 
 
 def test_a_removed_publication_does_not_expire_twice() -> None:
     box = Mailbox()
     box.add(pub("a", expires_at=1.0))
     box.pop("a")
-    assert box.expire(2.0) == 0 and len(box) == 0
+    assert box.expire(2.0) == 0
+    assert len(box) == 0
 
 
 def test_remove_filters_by_sender() -> None:
@@ -63,21 +70,32 @@ def test_remove_filters_by_sender() -> None:
     box.add(pub("job", 3, sender="carol"))
     assert box.remove("job", ["bob", "carol"]) == 2
     assert [p.payload for p in box.all()] == [1]
-    assert box.remove("job") == 1 and box.remove("job") == 0
+    assert box.remove("job") == 1
+    assert box.remove("job") == 0
 
 
 def test_capacity_evicts_the_oldest_and_counts_it() -> None:
     box = Mailbox(capacity=3)
     for index in range(5):
         box.add(pub("m", index))
-    assert [p.payload for p in box.all()] == [2, 3, 4] and box.dropped == 2 and box.received == 5
-    with pytest.raises(ValueError):
+    assert [p.payload for p in box.all()] == [2, 3, 4]
+    assert box.dropped == 2
+    assert box.received == 5
+    with pytest.raises(ValueError, match="capacity must be at least 1"):
         Mailbox(capacity=0)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([0, FLAG_UNIQUE, FLAG_UNIQUE | FLAG_REPLACE]),
-                          st.sampled_from(["add", "pop", "remove"])), max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abc"),
+            st.sampled_from([0, FLAG_UNIQUE, FLAG_UNIQUE | FLAG_REPLACE]),
+            st.sampled_from(["add", "pop", "remove"]),
+        ),
+        max_size=40,
+    )
+)
 def test_index_and_order_stay_consistent(operations: list[tuple[str, int, str]]) -> None:
     box = Mailbox(capacity=10)
     for message, flags, action in operations:
@@ -102,9 +120,9 @@ def test_store_checks_each_wire_item_and_applies_the_same_rules() -> None:
     items = [
         ["a", 1, None, 0, "i1", 1.0],
         ["a", 2, None, 0, "i2", 1.0],
-        ["b", 3, 5.0, 0, "i3", 1.0],               # a timeout: stored through the full rules
+        ["b", 3, 5.0, 0, "i3", 1.0],  # a timeout: stored through the full rules
         ["a", 4, None, FLAG_UNIQUE | FLAG_REPLACE, "i4", 1.0],
-        ["bad"],                                     # malformed shapes and types are skipped
+        ["bad"],  # malformed shapes and types are skipped
         [1, 2, None, 0, "i5", 1.0],
         ["c", 5, -1, 0, "i6", 1.0],
         ["c", 6, None, 0, 7, 1.0],
@@ -113,7 +131,9 @@ def test_store_checks_each_wire_item_and_applies_the_same_rules() -> None:
     malformed, arrived = box.store("s", "name", items, now=10.0, collect=True)
     assert malformed == 5
     assert [p.payload for p in arrived] == [1, 2, 3, 4]
-    assert [p.payload for p in box.all()] == [3, 4]      # unique+replace removed 1 and 2
-    assert box.find("b").expires_at == 15.0 and box.received == 4
+    assert [p.payload for p in box.all()] == [3, 4]  # unique+replace removed 1 and 2
+    assert box.find("b").expires_at == 15.0
+    assert box.received == 4
     box.store("s", "name", [["d", 7, None, 0, "i7", 1.0], ["e", 8, None, 0, "i8", 1.0]], now=11.0)
-    assert [p.payload for p in box.all()] == [4, 7, 8] and box.dropped == 1   # capacity 3
+    assert [p.payload for p in box.all()] == [4, 7, 8]
+    assert box.dropped == 1  # capacity 3

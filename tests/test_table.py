@@ -43,9 +43,9 @@ def test_free_names_are_granted_at_once() -> None:
     assert effects == [Granted("l1", "o1", "t1", ("a", "b"), 1)]
     held = table.get("l1")
     assert held is not None
-    assert (held.owner, held.names, held.token, held.granted_at, held.expires_at) == (
-        "o1", ("a", "b"), 1, 0.0, None)
-    assert table.holder("a") is held and table.holder("b") is held
+    assert (held.owner, held.names, held.token, held.granted_at, held.expires_at) == ("o1", ("a", "b"), 1, 0.0, None)
+    assert table.holder("a") is held
+    assert table.holder("b") is held
     assert table.locks_of("o1") == [held]
     assert table.owners() == ["o1"]
     assert len(table) == 1
@@ -58,8 +58,10 @@ def test_multi_name_request_is_all_or_nothing() -> None:
     # "a" is free, "b" is not: nothing is taken, the request waits for both.
     assert table.acquire("ab", "o", ["a", "b"], None, 1.0) == []
     assert table.holder("a") is None
-    assert table.get("ab") is None and table.is_waiting("ab")
-    assert table.waiters("a") == ["ab"] and table.waiters("b") == ["ab"]
+    assert table.get("ab") is None
+    assert table.is_waiting("ab")
+    assert table.waiters("a") == ["ab"]
+    assert table.waiters("b") == ["ab"]
     # With timeout 0 the refusal takes nothing either.
     assert table.acquire("ab0", "p", ["a", "b"], 0, 1.0) == [TimedOut("ab0", "p", None, ("a", "b"))]
     assert table.holder("a") is None
@@ -81,7 +83,8 @@ def test_fifo_per_name() -> None:
     for _ in range(3):
         ok, effects = table.release(current, 10.0)
         assert ok
-        assert len(effects) == 1 and isinstance(effects[0], Granted)
+        assert len(effects) == 1
+        assert isinstance(effects[0], Granted)
         current = effects[0].lock_id
         order.append(current)
     assert order == ["w1", "w2", "w3"]
@@ -96,21 +99,24 @@ def test_later_single_name_request_never_overtakes_earlier_multi_name_request() 
     assert table.holder("a") is None
     assert table.waiters("a") == ["ab", "a"]
     ok, effects = table.release("hb", 3.0)
-    assert ok and effects == [Granted("ab", "o1", None, ("a", "b"), 2)]
+    assert ok
+    assert effects == [Granted("ab", "o1", None, ("a", "b"), 2)]
     assert table.is_waiting("a")
     ok, effects = table.release("ab", 4.0)
-    assert ok and effects == [Granted("a", "o2", None, ("a",), 3)]
+    assert ok
+    assert effects == [Granted("a", "o2", None, ("a",), 3)]
 
 
 def test_request_freed_on_one_name_does_not_overtake_on_another() -> None:
     table = LockTable()
     table.acquire("hc", "h1", ["c"], None, 0.0)
     table.acquire("hx", "h2", ["x"], None, 0.0)
-    assert table.acquire("q", "o1", ["m", "c"], None, 1.0) == []   # "m" free, waits for "c"
-    assert table.acquire("r", "o2", ["x", "m"], None, 2.0) == []   # behind "q" on "m"
+    assert table.acquire("q", "o1", ["m", "c"], None, 1.0) == []  # "m" free, waits for "c"
+    assert table.acquire("r", "o2", ["x", "m"], None, 2.0) == []  # behind "q" on "m"
     # "x" frees up and "m" is not held, but "q" asked for "m" first.
     assert table.release("hx", 3.0) == (True, [])
-    assert table.holder("m") is None and table.holder("x") is None
+    assert table.holder("m") is None
+    assert table.holder("x") is None
     assert table.waiters("m") == ["q", "r"]
     ok, effects = table.release("hc", 4.0)
     assert effects == [Granted("q", "o1", None, ("m", "c"), 3)]
@@ -132,12 +138,15 @@ def _drain(table: LockTable, held: list[str], now: float) -> list[str]:
     return grants
 
 
-@pytest.mark.parametrize("patterns", [
-    [("a", "b"), ("b", "a")],
-    [("b", "a"), ("a", "b"), ("b", "a"), ("a", "b")],
-    [("a", "b"), ("b", "c"), ("c", "a")],
-    [("a", "b", "c"), ("c", "b"), ("b", "a"), ("c", "a", "b")],
-])
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        [("a", "b"), ("b", "a")],
+        [("b", "a"), ("a", "b"), ("b", "a"), ("a", "b")],
+        [("a", "b"), ("b", "c"), ("c", "a")],
+        [("a", "b", "c"), ("c", "b"), ("b", "a"), ("c", "a", "b")],
+    ],
+)
 def test_crossing_multi_name_requests_do_not_deadlock(patterns: list[tuple[str, ...]]) -> None:
     table = LockTable()
     names = sorted({n for p in patterns for n in p})
@@ -153,7 +162,8 @@ def test_crossing_multi_name_requests_do_not_deadlock(patterns: list[tuple[str, 
     grants = _drain(table, holders, 10.0)
     assert sorted(grants) == sorted(ids), "a waiter was left stuck"
     assert grants == ids  # all pairs share a name here: strictly arrival order
-    assert len(table) == 0 and table.owners() == []
+    assert len(table) == 0
+    assert table.owners() == []
 
 
 def test_crossing_requests_oldest_is_granted_as_soon_as_its_names_free() -> None:
@@ -176,7 +186,8 @@ def test_timeout_zero_is_refused_when_not_free_and_leaves_no_trace() -> None:
     table = LockTable(max_lock_time=50.0)
     table.acquire("h", "o1", ["a"], None, 0.0)
     assert table.acquire("z", "o2", ["a"], 0, 1.0, tag=7) == [TimedOut("z", "o2", 7, ("a",))]
-    assert not table.is_waiting("z") and table.get("z") is None
+    assert not table.is_waiting("z")
+    assert table.get("z") is None
     assert table.waiters("a") == []
     assert table.owners() == ["o1"]
     assert table.next_deadline() == 50.0
@@ -196,7 +207,8 @@ def test_timeout_none_waits_forever() -> None:
     assert table.expire(1e12) == []
     assert table.is_waiting("w")
     ok, effects = table.release("h", 1e12 + 1)
-    assert ok and effects == [Granted("w", "o2", None, ("a",), 2)]
+    assert ok
+    assert effects == [Granted("w", "o2", None, ("a",), 2)]
 
 
 def test_expire_answers_timed_out_exactly_when_due_and_not_before() -> None:
@@ -208,7 +220,8 @@ def test_expire_answers_timed_out_exactly_when_due_and_not_before() -> None:
     assert table.is_waiting("w")
     assert table.expire(15.0) == [TimedOut("w", "o2", "x", ("a", "b"))]
     assert not table.is_waiting("w")
-    assert table.waiters("a") == [] and table.waiters("b") == []
+    assert table.waiters("a") == []
+    assert table.waiters("b") == []
     assert table.next_deadline() is None
     assert table.expire(100.0) == []  # answered once only
     assert table.owners() == ["o1"]
@@ -218,14 +231,15 @@ def test_expire_answers_timed_out_exactly_when_due_and_not_before() -> None:
 def test_request_past_its_deadline_is_never_granted_late(release_at: float) -> None:
     table = LockTable()
     table.acquire("h", "o1", ["a"], None, 0.0)
-    table.acquire("late", "o2", ["a"], 5.0, 0.0)   # deadline 5
+    table.acquire("late", "o2", ["a"], 5.0, 0.0)  # deadline 5
     table.acquire("next", "o3", ["a"], None, 1.0)  # no deadline
     # The release comes at or after the deadline, before anyone called expire().
     ok, effects = table.release("h", release_at)
     assert ok
     assert effects == [TimedOut("late", "o2", None, ("a",)), Granted("next", "o3", None, ("a",), 2)]
     assert table.holder("a") is table.get("next")
-    assert not table.is_waiting("late") and table.get("late") is None
+    assert not table.is_waiting("late")
+    assert table.get("late") is None
     assert table.expire(release_at) == []  # not answered a second time
 
 
@@ -235,12 +249,14 @@ def test_request_past_its_deadline_is_not_granted_by_cancel_or_drop_either() -> 
     table.acquire("ab", "o2", ["a", "b"], None, 0.0)
     table.acquire("late", "o3", ["a"], 2.0, 0.0)  # deadline 2, behind "ab" on "a"
     ok, effects = table.cancel("ab", 3.0)
-    assert ok and effects == [TimedOut("late", "o3", None, ("a",))]
+    assert ok
+    assert effects == [TimedOut("late", "o3", None, ("a",))]
     assert table.holder("a") is None
     table.acquire("late2", "o3", ["b"], 1.0, 3.0)  # deadline 4, waits for "hb"
     effects = table.drop_owner("o1", 4.0)
-    assert Counter(effects) == Counter([Expired("hb", "o1", ("b",), 1, REASON_DISCONNECTED),
-                                        TimedOut("late2", "o3", None, ("b",))])
+    assert Counter(effects) == Counter(
+        [Expired("hb", "o1", ("b",), 1, REASON_DISCONNECTED), TimedOut("late2", "o3", None, ("b",))]
+    )
     assert table.holder("b") is None
 
 
@@ -253,10 +269,11 @@ def test_cancel_frees_the_queue_head_for_the_next() -> None:
     assert table.cancel("ab", 3.0, owner="o2") == (False, [])  # not o2's request
     assert table.is_waiting("ab")
     ok, effects = table.cancel("ab", 3.0, owner="o1")
-    assert ok and effects == [Granted("a", "o2", "t-a", ("a",), 2)]
+    assert ok
+    assert effects == [Granted("a", "o2", "t-a", ("a",), 2)]
     assert table.waiters("b") == []
     assert table.cancel("ab", 3.0) == (False, [])  # no longer waiting
-    assert table.cancel("a", 3.0) == (False, [])   # held, not waiting
+    assert table.cancel("a", 3.0) == (False, [])  # held, not waiting
     assert table.cancel("nope", 3.0) == (False, [])
     assert table.get("a") is not None
 
@@ -269,7 +286,8 @@ def test_release_by_wrong_owner_is_refused() -> None:
     assert table.holder("a") is table.get("l")
     assert table.is_waiting("w")
     ok, effects = table.release("l", 2.0, owner="o1")
-    assert ok and effects == [Granted("w", "o2", None, ("a",), 2)]
+    assert ok
+    assert effects == [Granted("w", "o2", None, ("a",), 2)]
 
 
 def test_release_of_unknown_or_waiting_id_is_refused() -> None:
@@ -278,7 +296,8 @@ def test_release_of_unknown_or_waiting_id_is_refused() -> None:
     table.acquire("l", "o1", ["a"], None, 0.0)
     table.acquire("w", "o2", ["a"], None, 0.0)
     assert table.release("w", 1.0) == (False, [])  # waiting, not held
-    assert table.is_waiting("w") and table.holder("a") is table.get("l")
+    assert table.is_waiting("w")
+    assert table.holder("a") is table.get("l")
     assert table.release("l", 1.0)[0]
     assert table.release("l", 1.0) == (False, [])  # twice
     assert table.last_token == 2
@@ -288,12 +307,14 @@ def test_duplicate_lock_id_raises_value_error() -> None:
     table = LockTable(max_lock_time=10.0)
     table.acquire("l", "o1", ["a"], None, 0.0)
     table.acquire("w", "o2", ["a"], 5.0, 0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="already in use"):
         table.acquire("l", "o3", ["b"], None, 1.0)  # id of a held lock
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="already in use"):
         table.acquire("w", "o3", ["c"], None, 1.0)  # id of a waiting request
-    assert table.holder("b") is None and table.holder("c") is None
-    assert table.waiters("a") == ["w"] and table.waiters("c") == []
+    assert table.holder("b") is None
+    assert table.holder("c") is None
+    assert table.waiters("a") == ["w"]
+    assert table.waiters("c") == []
     assert sorted(table.owners()) == ["o1", "o2"]
     assert table.last_token == 1
     table.release("l", 2.0)  # grants "w"
@@ -304,23 +325,26 @@ def test_duplicate_lock_id_raises_value_error() -> None:
 @pytest.mark.parametrize("names", [[], (), ""])
 def test_empty_names_raise_value_error(names) -> None:
     table = LockTable()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one name"):
         table.acquire("l", "o1", names, None, 0.0)
-    assert len(table) == 0 and table.owners() == [] and table.last_token == 0
+    assert len(table) == 0
+    assert table.owners() == []
+    assert table.last_token == 0
     assert table.next_deadline() is None
 
 
 def test_duplicate_names_in_one_request_are_collapsed() -> None:
     table = LockTable()
-    assert table.acquire("l", "o1", ["a", "b", "a", "b"], None, 0.0) == [
-        Granted("l", "o1", None, ("a", "b"), 1)]
+    assert table.acquire("l", "o1", ["a", "b", "a", "b"], None, 0.0) == [Granted("l", "o1", None, ("a", "b"), 1)]
     assert table.acquire("w", "o2", ["b", "b", "c", "b"], None, 0.0) == []
-    assert table.waiters("b") == ["w"] and table.waiters("c") == ["w"]
+    assert table.waiters("b") == ["w"]
+    assert table.waiters("c") == ["w"]
     ok, effects = table.release("l", 1.0)
     assert ok
     assert effects == [Granted("w", "o2", None, ("b", "c"), 2)]
     assert table.release("w", 2.0) == (True, [])
-    assert table.holder("b") is None and len(table) == 0
+    assert table.holder("b") is None
+    assert len(table) == 0
 
 
 # ------------------------------------------------------------------ maxLockTime
@@ -334,10 +358,13 @@ def test_max_lock_time_expires_the_holder_and_hands_the_names_on() -> None:
     assert table.get("l1") is not None
     assert table.expire(10.0) == [
         Expired("l1", "o1", ("a", "b"), 1, REASON_MAX_LOCK_TIME),
-        Granted("l2", "o2", None, ("b",), 2)]
-    assert table.get("l1") is None and table.holder("a") is None
+        Granted("l2", "o2", None, ("b",), 2),
+    ]
+    assert table.get("l1") is None
+    assert table.holder("a") is None
     held = table.get("l2")
-    assert held.granted_at == 10.0 and held.expires_at == 20.0
+    assert held.granted_at == 10.0
+    assert held.expires_at == 20.0
     assert table.next_deadline() == 20.0
     assert table.release("l1", 11.0) == (False, [])  # the expired holder no longer holds it
 
@@ -351,7 +378,8 @@ def test_touch_keeps_an_owner_alive() -> None:
         table.touch("o", now)
         assert table.expire(now) == []
     deadline = table.next_deadline()
-    assert deadline is not None and deadline <= 42.0  # never later than the lease itself
+    assert deadline is not None
+    assert deadline <= 42.0  # never later than the lease itself
     assert table.expire(41.999) == []
     assert table.get("l") is not None
     assert table.expire(42.0) == [Expired("l", "o", ("a",), 1, REASON_LEASE)]
@@ -360,14 +388,15 @@ def test_touch_keeps_an_owner_alive() -> None:
 
 def test_touch_registers_unknown_owner_and_register_does_not_renew() -> None:
     table = LockTable(lease=10.0)
-    table.touch("o", 0.0)               # registers: lapses at 10
-    table.register("o", 5.0)            # already registered: no renewal
+    table.touch("o", 0.0)  # registers: lapses at 10
+    table.register("o", 5.0)  # already registered: no renewal
     table.acquire("l", "o", ["a"], None, 5.0)
     assert table.expire(9.999) == []
     assert table.expire(10.0) == [Expired("l", "o", ("a",), 1, REASON_LEASE)]
     # An owner never registered has no lease to lose.
     table.acquire("m", "p", ["b"], None, 10.0)
-    assert table.expire(1e9) == [] and table.get("m") is not None
+    assert table.expire(1e9) == []
+    assert table.get("m") is not None
 
 
 def test_lease_lapse_drops_held_and_waiting_and_grants_in_fifo_order() -> None:
@@ -385,15 +414,19 @@ def test_lease_lapse_drops_held_and_waiting_and_grants_in_fifo_order() -> None:
     effects = table.expire(10.0)
     granted = [e for e in effects if isinstance(e, Granted)]
     others = [e for e in effects if not isinstance(e, Granted)]
-    assert Counter(others) == Counter([
-        Expired("h1", "o", ("a",), 1, REASON_LEASE),
-        Expired("h2", "o", ("b",), 2, REASON_LEASE),
-        Dropped("w", "o", "tw", ("c", "d"), REASON_LEASE)])
+    assert Counter(others) == Counter(
+        [
+            Expired("h1", "o", ("a",), 1, REASON_LEASE),
+            Expired("h2", "o", ("b",), 2, REASON_LEASE),
+            Dropped("w", "o", "tw", ("c", "d"), REASON_LEASE),
+        ]
+    )
     assert sorted(e.lock_id for e in granted) == ["q1", "q3", "q4"]  # q2 is behind q1
     assert sorted(e.token for e in granted) == [4, 5, 6]
     for e in granted:  # each grant comes after the expiry that freed its name
         assert all(effects.index(x) < effects.index(e) for x in others if set(x.names) & set(e.names))
-    assert table.is_waiting("q2") and table.waiters("a") == ["q2"]
+    assert table.is_waiting("q2")
+    assert table.waiters("a") == ["q2"]
     assert "o" not in table.owners()
     assert table.next_deadline() is None
     ok, effects = table.release("q1", 11.0)
@@ -420,12 +453,16 @@ def test_drop_owner_removes_everything_it_holds_or_waits_for() -> None:
     table.acquire("qa", "q", ["a"], None, 2.0)
     table.acquire("qb", "q", ["b"], None, 3.0)
     effects = table.drop_owner("o", 5.0)
-    assert Counter(effects) == Counter([
-        Expired("h", "o", ("a",), 1, REASON_DISCONNECTED),
-        Dropped("wb", "o", "t", ("b",), REASON_DISCONNECTED),
-        Granted("qa", "q", None, ("a",), 3)])
+    assert Counter(effects) == Counter(
+        [
+            Expired("h", "o", ("a",), 1, REASON_DISCONNECTED),
+            Dropped("wb", "o", "t", ("b",), REASON_DISCONNECTED),
+            Granted("qa", "q", None, ("a",), 3),
+        ]
+    )
     assert effects.index(Expired("h", "o", ("a",), 1, REASON_DISCONNECTED)) < effects.index(
-        Granted("qa", "q", None, ("a",), 3))
+        Granted("qa", "q", None, ("a",), 3)
+    )
     assert table.waiters("b") == ["qb"]
     assert sorted(table.owners()) == ["p", "q"]
     assert table.drop_owner("o", 6.0) == []
@@ -450,7 +487,7 @@ def test_fencing_tokens_strictly_increase_from_first_token() -> None:
     tokens = []
     tokens += [e.token for e in table.acquire("a1", "o1", ["a"], None, 0.0)]
     table.acquire("a2", "o2", ["a"], None, 0.0)
-    tokens += [e.token for e in table.release("a1", 1.0)[1]]                 # queue grant
+    tokens += [e.token for e in table.release("a1", 1.0)[1]]  # queue grant
     table.acquire("a3", "o1", ["a"], None, 1.0)
     tokens += [e.token for e in table.expire(11.0) if isinstance(e, Granted)]  # after maxLockTime
     table.register("o1", 11.0)
@@ -468,16 +505,16 @@ def test_fencing_tokens_strictly_increase_from_first_token() -> None:
 def test_next_deadline_is_the_earliest_live_deadline() -> None:
     table = LockTable(max_lock_time=100.0)
     assert table.next_deadline() is None
-    table.acquire("h", "o1", ["a"], None, 0.0)           # expires 100
+    table.acquire("h", "o1", ["a"], None, 0.0)  # expires 100
     assert table.next_deadline() == 100.0
-    table.acquire("r1", "o2", ["a"], 50.0, 0.0)           # deadline 50
-    table.acquire("r2", "o3", ["a"], 20.0, 1.0)           # deadline 21
+    table.acquire("r1", "o2", ["a"], 50.0, 0.0)  # deadline 50
+    table.acquire("r2", "o3", ["a"], 20.0, 1.0)  # deadline 21
     assert table.next_deadline() == 21.0
-    table.acquire("e", "o4", ["c"], None, -90.0)          # expires 10
+    table.acquire("e", "o4", ["c"], None, -90.0)  # expires 10
     assert table.next_deadline() == 10.0
-    assert table.release("e", 0.0)[0]                     # its expiry is stale now
+    assert table.release("e", 0.0)[0]  # its expiry is stale now
     assert table.next_deadline() == 21.0
-    assert table.cancel("r2", 2.0)[0]                     # so is the cancelled deadline
+    assert table.cancel("r2", 2.0)[0]  # so is the cancelled deadline
     assert table.next_deadline() == 50.0
     assert table.cancel("r1", 3.0)[0]
     assert table.next_deadline() == 100.0
@@ -501,8 +538,8 @@ def test_next_deadline_ignores_a_deadline_of_a_request_granted_in_time() -> None
 
 def test_heap_compaction_keeps_the_heap_bounded_and_next_deadline_right() -> None:
     table = LockTable(max_lock_time=1000.0)
-    table.acquire("keeper", "k", ["z"], None, 0.0)      # expires 1000
-    table.acquire("waiter", "w", ["z"], 500.0, 0.0)     # deadline 500
+    table.acquire("keeper", "k", ["z"], None, 0.0)  # expires 1000
+    table.acquire("waiter", "w", ["z"], 500.0, 0.0)  # deadline 500
     biggest = 0
     for i in range(5000):
         now = i * 0.01
@@ -526,28 +563,30 @@ def test_heap_compaction_during_expire_keeps_next_deadline_in_the_future() -> No
     # (Regression: expire() once popped from a local alias of the heap that the
     # compaction had replaced, so the re-armed lease kept a copy due at 5.)
     table = LockTable(max_lock_time=2.0, lease=5.0)
-    table.register("o", 0.0)                           # lease wake-up due at 5
-    table.acquire("h1", "p", ["a"], None, 1.0)         # expires 3
-    table.acquire("w", "q", ["a"], None, 1.0)          # granted when h1 expires
-    for i in range(254):                               # live objects with no heap entry
+    table.register("o", 0.0)  # lease wake-up due at 5
+    table.acquire("h1", "p", ["a"], None, 1.0)  # expires 3
+    table.acquire("w", "q", ["a"], None, 1.0)  # granted when h1 expires
+    for i in range(254):  # live objects with no heap entry
         table.acquire(f"x{i}", "q", ["a"], None, 1.0)
     i = 0
-    while len(table._heap) < 1025:                     # stale entries up to the threshold
+    while len(table._heap) < 1025:  # stale entries up to the threshold
         table.acquire(f"f{i}", "p", ["z"], None, 1.0)
         table.release(f"f{i}", 1.0)
         i += 1
     # 1025 entries for 257 live objects (1 held, 255 waiting, 1 lease): no compaction
     # yet. Inside expire(6), h1 goes (256 live) and w's grant pushes the 1025th entry.
     assert len(table._heap) == 1025
-    table.touch("o", 4.0)                              # the lease now ends at 9
+    table.touch("o", 4.0)  # the lease now ends at 9
     effects = table.expire(6.0)
-    assert effects == [Expired("h1", "p", ("a",), 1, REASON_MAX_LOCK_TIME),
-                       Granted("w", "q", None, ("a",), i + 2)]
+    assert effects == [Expired("h1", "p", ("a",), 1, REASON_MAX_LOCK_TIME), Granted("w", "q", None, ("a",), i + 2)]
     deadline = table.next_deadline()
-    assert deadline is not None and deadline > 6.0, f"next_deadline() {deadline} is in the past"
+    assert deadline is not None
+    assert deadline > 6.0, f"next_deadline() {deadline} is in the past"
     assert deadline == 8.0  # "w" expires at 8, the lease at 9
-    assert table.expire(8.0) == [Expired("w", "q", ("a",), i + 2, REASON_MAX_LOCK_TIME),
-                                 Granted("x0", "q", None, ("a",), i + 3)]
+    assert table.expire(8.0) == [
+        Expired("w", "q", ("a",), i + 2, REASON_MAX_LOCK_TIME),
+        Granted("x0", "q", None, ("a",), i + 3),
+    ]
     assert table.next_deadline() == 9.0
 
 
@@ -562,8 +601,16 @@ LEASE = 4.0
 class _MRequest:
     __slots__ = ("arrival", "deadline", "lock_id", "names", "owner", "seq", "tag")
 
-    def __init__(self, lock_id: str, owner: Hashable, names: tuple[str, ...], deadline: float | None,
-                 tag: object, seq: int | None, arrival: int) -> None:
+    def __init__(
+        self,
+        lock_id: str,
+        owner: Hashable,
+        names: tuple[str, ...],
+        deadline: float | None,
+        tag: object,
+        seq: int | None,
+        arrival: int,
+    ) -> None:
         self.lock_id, self.owner, self.names, self.deadline = lock_id, owner, names, deadline
         self.tag, self.seq, self.arrival = tag, seq, arrival
 
@@ -635,8 +682,9 @@ class _Model:
                 self.waiting.remove(head)
                 self._grant(head, out)
 
-    def acquire(self, lock_id: str, owner: Hashable, names: list[str], timeout: float | None,
-                tag: object, arrival: int) -> list:
+    def acquire(
+        self, lock_id: str, owner: Hashable, names: list[str], timeout: float | None, tag: object, arrival: int
+    ) -> list:
         unique = tuple(dict.fromkeys(names))
         out: list = []
         if all(self.holder(n) is None and not self.queue(n) for n in unique):
@@ -705,10 +753,12 @@ class _Model:
         out: list = []
         while True:
             due: list[tuple[float, int, int, object]] = []
-            due += [(r.deadline, r.seq, 0, r) for r in self.waiting
-                    if r.deadline is not None and r.deadline <= now]
-            due += [(h.expires_at, h.seq, 1, h) for h in self.held.values()
-                    if h.expires_at is not None and h.expires_at <= now]
+            due += [(r.deadline, r.seq, 0, r) for r in self.waiting if r.deadline is not None and r.deadline <= now]
+            due += [
+                (h.expires_at, h.seq, 1, h)
+                for h in self.held.values()
+                if h.expires_at is not None and h.expires_at <= now
+            ]
             due += [(a[0], a[1], 2, a) for a in self.arms if a[0] <= now]
             if not due:
                 return out
@@ -741,8 +791,7 @@ class _Model:
         live += [(a[0], a[1]) for a in self.arms if a[2] in self.lease_expiry]
         first = min(live) if live else None
         # Wake-ups of owners gone (and not back) that come first are forgotten for good.
-        self.arms = [a for a in self.arms
-                     if a[2] in self.lease_expiry or (first is not None and (a[0], a[1]) > first)]
+        self.arms = [a for a in self.arms if a[2] in self.lease_expiry or (first is not None and (a[0], a[1]) > first)]
         return None if first is None else first[0]
 
 
@@ -808,7 +857,8 @@ class LockTableMachine(RuleBasedStateMachine):
                 arrival = self.arrival[effect.lock_id]
                 for request in model.waiting:
                     assert not (request.arrival < arrival and set(request.names) & set(effect.names)), (
-                        f"{effect.lock_id} overtook {request.lock_id}")
+                        f"{effect.lock_id} overtook {request.lock_id}"
+                    )
             elif isinstance(effect, Expired):
                 # The token of the grant it ends; a grant made by this call comes first.
                 assert tokens.get(effect.lock_id) == effect.token
@@ -844,13 +894,19 @@ class LockTableMachine(RuleBasedStateMachine):
         self._apply(actual, expected)
 
     # Three acquire rules, so that about a third of the steps ask for locks and queues form.
-    @rule(owner=st.sampled_from(OWNERS), names=st.lists(st.sampled_from(NAMES), min_size=1, max_size=5),
-          timeout=st.sampled_from(TIMEOUTS))
+    @rule(
+        owner=st.sampled_from(OWNERS),
+        names=st.lists(st.sampled_from(NAMES), min_size=1, max_size=5),
+        timeout=st.sampled_from(TIMEOUTS),
+    )
     def acquire(self, owner: str, names: list[str], timeout: float | None) -> None:
         self._acquire(owner, names, timeout)
 
-    @rule(owner=st.sampled_from(OWNERS), names=st.sets(st.sampled_from(NAMES), min_size=2, max_size=3),
-          timeout=st.sampled_from([None, 2.5]))
+    @rule(
+        owner=st.sampled_from(OWNERS),
+        names=st.sets(st.sampled_from(NAMES), min_size=2, max_size=3),
+        timeout=st.sampled_from([None, 2.5]),
+    )
     def acquire_several_and_wait(self, owner: str, names: set[str], timeout: float | None) -> None:
         self._acquire(owner, sorted(names, reverse=len(names) == 2), timeout)
 
@@ -862,7 +918,7 @@ class LockTableMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 100), owner=st.sampled_from(OWNERS), names=st.sampled_from([["a"], ["d", "c"]]))
     def acquire_with_id_in_use(self, index: int, owner: str, names: list[str]) -> None:
         lock_id = self._pick(list(self.model.held) + [r.lock_id for r in self.model.waiting], index)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="already in use"):
             self.table.acquire(lock_id, owner, names, None, self.now)
 
     @rule(index=st.integers(0, 100), how=st.sampled_from(["owner", "any", "wrong", "unknown", "waiting"]))
@@ -875,14 +931,14 @@ class LockTableMachine(RuleBasedStateMachine):
         else:
             lock_id = self._pick(held, index)
             real = self.model.held[lock_id].owner
-            owner = {"owner": real, "any": None,
-                     "wrong": OWNERS[(OWNERS.index(real) + 1) % len(OWNERS)]}[how]
+            owner = {"owner": real, "any": None, "wrong": OWNERS[(OWNERS.index(real) + 1) % len(OWNERS)]}[how]
         self._before()
         ok_expected, expected = self.model.release(lock_id, owner)
         ok, actual = self.table.release(lock_id, self.now, owner)
         assert ok == ok_expected
         if how in ("wrong", "unknown", "waiting"):
-            assert not ok and actual == []
+            assert not ok
+            assert actual == []
         self._apply(actual, expected)
 
     @rule(index=st.integers(0, 100), how=st.sampled_from(["owner", "any", "wrong", "held"]))
@@ -893,14 +949,14 @@ class LockTableMachine(RuleBasedStateMachine):
         else:
             lock_id = self._pick(waiting, index)
             real = next(r.owner for r in self.model.waiting if r.lock_id == lock_id)
-            owner = {"owner": real, "any": None,
-                     "wrong": OWNERS[(OWNERS.index(real) + 1) % len(OWNERS)]}[how]
+            owner = {"owner": real, "any": None, "wrong": OWNERS[(OWNERS.index(real) + 1) % len(OWNERS)]}[how]
         self._before()
         ok_expected, expected = self.model.cancel(lock_id, owner)
         ok, actual = self.table.cancel(lock_id, self.now, owner)
         assert ok == ok_expected
         if how in ("wrong", "held"):
-            assert not ok and actual == []
+            assert not ok
+            assert actual == []
         self._apply(actual, expected)
 
     @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0]), call_expire=st.booleans())
@@ -961,22 +1017,24 @@ class LockTableMachine(RuleBasedStateMachine):
         for name in NAMES:
             assert (table.holder(name) is None) == (name not in seen)
             assert table.waiters(name) == [r.lock_id for r in model.queue(name)]
-        assert {h.lock_id: (h.owner, h.names, h.token, h.granted_at, h.expires_at)
-                for h in table.held_locks()} == {
-            lock_id: (h.owner, h.names, h.token, h.granted_at, h.expires_at)
-            for lock_id, h in model.held.items()}
+        assert {h.lock_id: (h.owner, h.names, h.token, h.granted_at, h.expires_at) for h in table.held_locks()} == {
+            lock_id: (h.owner, h.names, h.token, h.granted_at, h.expires_at) for lock_id, h in model.held.items()
+        }
         assert all(table.is_waiting(r.lock_id) for r in model.waiting)
         assert not any(table.is_waiting(lock_id) for lock_id in model.held)
         assert sorted(table.owners()) == sorted(
-            {h.owner for h in model.held.values()} | {r.owner for r in model.waiting})
+            {h.owner for h in model.held.values()} | {r.owner for r in model.waiting}
+        )
         for owner in OWNERS:
             assert sorted(h.lock_id for h in table.locks_of(owner)) == sorted(
-                lock_id for lock_id, h in model.held.items() if h.owner == owner)
+                lock_id for lock_id, h in model.held.items() if h.owner == owner
+            )
         assert len(table) == len(model.held)
         assert table.last_token == model.last_token
         self._next_deadline()
 
 
 TestLockTableMachine = LockTableMachine.TestCase
-TestLockTableMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None,
-                                         derandomize=True, database=None)
+TestLockTableMachine.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None, derandomize=True, database=None
+)

@@ -20,25 +20,27 @@ def test_reclaims_keep_ids_and_tokens_and_win_over_waiters() -> None:
     assert table.acquire("new", "b", ["a"], None, 1.0) == []
     assert table.reclaim("old-1", "a-owner", ["a"], 7, 1.5) is True
     held = table.holder("a")
-    assert held is not None and (held.lock_id, held.token, held.owner) == ("old-1", 7, "a-owner")
+    assert held is not None
+    assert (held.lock_id, held.token, held.owner) == ("old-1", 7, "a-owner")
     assert table.end_recovery(2.0) == []  # 'a' is re-claimed: the newcomer keeps waiting
     released, effects = table.release("old-1", 3.0)
-    assert released and effects == [Granted("new", "b", None, ("a",), (2 << 40) + 1)]
+    assert released
+    assert effects == [Granted("new", "b", None, ("a",), (2 << 40) + 1)]
 
 
 def test_a_name_cannot_be_reclaimed_twice_nor_after_recovery() -> None:
     table = LockTable(recover_until=5.0)
     assert table.reclaim("x", "o1", ["a", "b"], 3, 1.0) is True
-    assert table.reclaim("y", "o2", ["b"], 4, 1.0) is False   # b is held by x now
-    assert table.reclaim("x", "o2", ["c"], 3, 1.0) is False   # the lock id is taken
+    assert table.reclaim("y", "o2", ["b"], 4, 1.0) is False  # b is held by x now
+    assert table.reclaim("x", "o2", ["c"], 3, 1.0) is False  # the lock id is taken
     table.end_recovery(2.0)
-    assert table.reclaim("z", "o3", ["c"], 5, 3.0) is False   # too late: no recovery any more
+    assert table.reclaim("z", "o3", ["c"], 5, 3.0) is False  # too late: no recovery any more
 
 
 def test_reclaiming_a_lock_one_still_holds_is_a_no_op() -> None:
     table = LockTable()
     table.acquire("mine", "o", ["a"], None, 0.0)
-    assert table.reclaim("mine", "o", ["a"], 1, 1.0) is True     # reconnected to the same server
+    assert table.reclaim("mine", "o", ["a"], 1, 1.0) is True  # reconnected to the same server
     assert table.reclaim("mine", "other", ["a"], 1, 1.0) is False
 
 

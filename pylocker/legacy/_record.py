@@ -109,9 +109,7 @@ def encode(record: Record) -> bytes:
     if record.holders:
         lines.append(f"P {record.salt} {record.digest}\n")
         lines.extend(f"H {e.token} {e.pid} {e.ctime!r} {e.host} {e.ts!r}\n" for e in record.holders)
-    lines.extend(
-        f"W {e.token} {e.pid} {e.ctime!r} {e.host} {e.ts!r} {e.salt} {e.digest}\n" for e in record.queue
-    )
+    lines.extend(f"W {e.token} {e.pid} {e.ctime!r} {e.host} {e.ts!r} {e.salt} {e.digest}\n" for e in record.queue)
     body = "".join(lines).encode("ascii")
     return b"%s %08x %d\n%s" % (MAGIC, zlib.crc32(body), len(body), body)
 
@@ -140,9 +138,7 @@ def decode(data: bytes) -> Record:
             bytes.fromhex(fields[1])
             record.salt, record.digest = fields[1], fields[2]
         elif kind == "H" and len(fields) == 6:
-            record.holders.append(
-                Entry(fields[1], int(fields[2]), float(fields[3]), fields[4], float(fields[5]))
-            )
+            record.holders.append(Entry(fields[1], int(fields[2]), float(fields[3]), fields[4], float(fields[5])))
         elif kind == "W" and len(fields) == 8:
             bytes.fromhex(fields[6])
             record.queue.append(

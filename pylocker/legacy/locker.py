@@ -60,9 +60,7 @@ __all__ = ["Locker"]
 
 logger = logging.getLogger(__name__)
 
-_MODES: Final = frozenset(
-    {"r", "rb", "r+", "rb+", "r+b", "w", "wb", "w+", "wb+", "w+b", "a", "ab", "a+", "ab+", "a+b"}
-)
+_MODES: Final = frozenset({"r", "rb", "r+", "rb+", "r+b", "w", "wb", "w+", "wb+", "w+b", "a", "ab", "a+", "ab+", "a+b"})
 
 # Waiters block on a Unix datagram socket in Linux's abstract namespace (no file, gone with the
 # process); whoever hands the lock to a waiter of this host sends it one byte. Elsewhere, or when the
@@ -412,9 +410,7 @@ class Locker:
     def _set_lock_path_locked(self, path: str | None) -> None:
         self._lock_path_default = path is None
         if path is None:
-            folder = (
-                os.getcwd() if self._filePath is None else os.path.dirname(os.path.abspath(self._filePath))
-            )
+            folder = os.getcwd() if self._filePath is None else os.path.dirname(os.path.abspath(self._filePath))
             path = os.path.join(folder, ".lock")
         path = os.path.abspath(path)
         if path != self._lockPath:
@@ -537,9 +533,7 @@ class Locker:
             return open(path, mode, encoding="utf-8", opener=opener)
         except OSError as err:
             if nofollow and err.errno in (errno.ELOOP, errno.EMLINK):
-                raise OSError(
-                    err.errno, "refusing to follow a symbolic link at the locked file", path
-                ) from None
+                raise OSError(err.errno, "refusing to follow a symbolic link at the locked file", path) from None
             raise
 
     def _close_file(self) -> bool:
@@ -573,9 +567,7 @@ class Locker:
             return False
         except OSError as err:
             if err.errno in (errno.ELOOP, errno.EMLINK):
-                raise OSError(
-                    err.errno, "refusing to follow a symbolic link at the lock path", path
-                ) from None
+                raise OSError(err.errno, "refusing to follow a symbolic link at the lock path", path) from None
             raise
         try:
             st = os.fstat(fd)
@@ -655,9 +647,7 @@ class Locker:
         try:
             return decode(data), data, False
         except ValueError as err:
-            logger.warning(
-                "lock file %s holds no valid record (%s): treating it as a dead lock", self._lockPath, err
-            )
+            logger.warning("lock file %s holds no valid record (%s): treating it as a dead lock", self._lockPath, err)
             return Record(), data, True
 
     def _write(self, record: Record, old: bytes) -> bytes:
@@ -693,14 +683,10 @@ class Locker:
         """Drop dead holders and waiters; return whether a holder, and whether anyone, was dropped."""
         token, dead_lock = self._token, self._deadLock
         holders = [
-            e
-            for e in record.holders
-            if e.token == token or not _liveness.entry_is_dead(e, dead_lock, now, check_pids)
+            e for e in record.holders if e.token == token or not _liveness.entry_is_dead(e, dead_lock, now, check_pids)
         ]
         queue = [
-            e
-            for e in record.queue
-            if e.token == token or not _liveness.entry_is_dead(e, dead_lock, now, check_pids)
+            e for e in record.queue if e.token == token or not _liveness.entry_is_dead(e, dead_lock, now, check_pids)
         ]
         broke = len(holders) != len(record.holders)
         if broke:

@@ -75,9 +75,7 @@ def test_the_pass_is_shared_across_processes(tmp_path: Path, spawn: Callable[...
     assert results.get(timeout=START)[:2] == (True, 0)
 
 
-def test_release_with_another_pass_is_refused_across_processes(
-    tmp_path: Path, spawn: Callable[..., Any]
-) -> None:
+def test_release_with_another_pass_is_refused_across_processes(tmp_path: Path, spawn: Callable[..., Any]) -> None:
     path = str(tmp_path / "x.lock")
     acquired, release, results = CTX.Event(), CTX.Event(), CTX.Queue()
     spawn(workers.hold, path, "theirs", acquired, release, results)
@@ -89,9 +87,7 @@ def test_release_with_another_pass_is_refused_across_processes(
 
 
 @pytest.mark.parametrize("reap", [True, False], ids=["reaped", "zombie"])
-def test_a_killed_holder_does_not_block_a_waiter(
-    tmp_path: Path, spawn: Callable[..., Any], reap: bool
-) -> None:
+def test_a_killed_holder_does_not_block_a_waiter(tmp_path: Path, spawn: Callable[..., Any], reap: bool) -> None:
     path = str(tmp_path / "x.lock")
     acquired, never = CTX.Event(), CTX.Event()
     holder = spawn(workers.hold_until_killed, path, "holder", acquired, never)
@@ -182,9 +178,7 @@ def test_a_waiter_sleeps_and_wakes_fast(tmp_path: Path, spawn: Callable[..., Any
     assert statistics.median(cpu_shares) < 0.05  # at most 5% of a core while waiting
 
 
-def test_a_timed_out_waiter_returns_on_time_without_spinning(
-    tmp_path: Path, spawn: Callable[..., Any]
-) -> None:
+def test_a_timed_out_waiter_returns_on_time_without_spinning(tmp_path: Path, spawn: Callable[..., Any]) -> None:
     path = tmp_path / "x.lock"
     owner = Locker(None, "owner", lockPath=str(path))
     owner.acquire_lock()

@@ -92,10 +92,7 @@ def test_arbitrary_bytes_decode_or_raise_value_error(data: bytes) -> None:
     st.integers(0, 5),
 )
 def test_round_trip_for_any_entries(entries: list[tuple[int, float, float]], n_holders: int) -> None:
-    made = [
-        Entry(f"{i:016x}", pid, ctime, "h/b/1", ts, SALT, "ab" * 16)
-        for i, (pid, ctime, ts) in enumerate(entries)
-    ]
+    made = [Entry(f"{i:016x}", pid, ctime, "h/b/1", ts, SALT, "ab" * 16) for i, (pid, ctime, ts) in enumerate(entries)]
     holders = [e._replace(salt="", digest="") for e in made[:n_holders]]
     record = Record(SALT if holders else "", "ab" * 16 if holders else "", holders, made[n_holders:])
     decoded = decode(encode(record))
