@@ -1,0 +1,103 @@
+"""What a transport offers the I/O drivers: typing Protocols, no implementation.
+
+A transport moves opaque frames between one serving locker and its clients:
+
+* requests, replies and pushes on a per-client channel (``send``/``receive``),
+  kept in order per connection, as ZeroMQ's ROUTER/DEALER pair does;
+* broadcasts on a publish channel that clients subscribe to by topic prefix.
+
+Every object here is used by one thread at a time (the driver's I/O thread),
+except ``wake``, which any thread may call to end a ``poll`` early. Failures
+cross this boundary as pylocker errors only (``NotConnected``, ``ListenError``,
+``AddressError``); no transport library exception escapes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterator, NamedTuple, Protocol, Sequence
+
+from .address import Address
+from .keys import CurveKeys
+
+
+class Security(NamedTuple):
+    """The CURVE keys a transport encrypts with, and the client keys a server admits.
+
+    ``admitted`` None admits exactly the password's client key (``keys.client``).
+    Transports that never leave the process (inproc, memory) ignore both.
+    """
+
+    keys: CurveKeys
+    admitted: frozenset[bytes] | None = None
+
+
+class ServerTransport(Protocol):
+    """The serving end: one request channel per client, one broadcast channel."""
+
+    @property
+    def address(self) -> Address:
+        """Where clients reach this server (a tcp port of 0 resolved to the bound one)."""
+
+    @property
+    def pub_endpoint(self) -> str:
+        """Where clients subscribe, as the transport encodes it (sent in the Welcome)."""
+
+    def poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s (None: forever) for input or a wake; True if requests wait."""
+
+    def receive(self) -> Iterator[tuple[bytes, list[bytes]]]:
+        """Waiting requests, a bounded batch: (peer id, frames)."""
+
+    def send(self, peer: bytes, frame: bytes) -> bool:
+        """Queue ``frame`` for ``peer``; False when it could not be queued (peer gone or full)."""
+
+    def publish(self, frames: Sequence[bytes]) -> None:
+        """Broadcast a multi-part message; ``frames[0]`` is the topic subscribers filter on."""
+
+    def wake(self) -> None:
+        """End the current (or next) ``poll`` early; safe from any thread."""
+
+    def close(self) -> None:
+        """Close every socket; the transport cannot be used again."""
+
+
+class ClientTransport(Protocol):
+    """The connecting end: a request channel to one server, and a subscription."""
+
+    def poll(self, timeout: float | None) -> tuple[bool, bool]:
+        """Wait up to ``timeout`` s; (requests channel readable, subscription readable)."""
+
+    def receive(self) -> Iterator[bytes]:
+        """Frames from the server on the request channel, a bounded batch."""
+
+    def receive_published(self) -> Iterator[list[bytes]]:
+        """Multi-part broadcasts received on the subscription, a bounded batch."""
+
+    def send(self, frame: bytes) -> None:
+        """Queue ``frame`` for the server; raises NotConnected when that is impossible."""
+
+    def subscribe(self, pub_endpoint: str, topics: Sequence[bytes]) -> None:
+        """Open the subscription to ``pub_endpoint`` (from the Welcome) for these topic prefixes."""
+
+    def wake(self) -> None:
+        """End the current (or next) ``poll`` early; safe from any thread."""
+
+    def close(self) -> None:
+        """Close every socket; the transport cannot be used again."""
+
+
+class Transport(Protocol):
+    """One family of addresses (``zmq`` serves tcp, ipc and inproc; ``memory`` serves memory)."""
+
+    def listen(self, address: Address, security: Security, logger: logging.Logger) -> ServerTransport:
+        """Bind a server at ``address``; raises ListenError when it cannot."""
+
+    def connect(self, address: Address, security: Security, identity: bytes, logger: logging.Logger,
+                on_auth_failure: Callable[[], None],
+                on_disconnect: Callable[[], None]) -> ClientTransport:
+        """Start connecting to the server at ``address`` (the handshake completes in the background).
+
+        ``on_auth_failure`` is called (on the I/O thread, from ``poll``) when the server
+        refuses the credentials; ``on_disconnect`` when an established connection drops.
+        """
