@@ -7,21 +7,23 @@ import logging
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
+from .election import serverfile
 from ._meta import get_version
 from .errors import ServerFileError
 from .lockers import ServerLocker
-from . import serverfile
 
-PASSWORD_VARIABLE = "PYLOCKER_PASSWORD"
+PASSWORD_VARIABLE = "PYLOCKER_PASSWORD"  # noqa: S105  (the name of an environment variable, not a password)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    print(f"pylocker {get_version()} demo: {args.workers} worker processes, {args.paths} paths, "
-          f"{args.rounds} lock rounds each, through one serving locker on loopback")
+    print(
+        f"pylocker {get_version()} demo: {args.workers} worker processes, {args.paths} paths, "
+        f"{args.rounds} lock rounds each, through one serving locker on loopback"
+    )
     report = run_demo(args.workers, args.paths, args.rounds)
     print(f"serving locker: 127.0.0.1:{report.port}, server file in a temp dir (now removed)")
     for worker, grants in sorted(report.grants_per_worker.items()):
@@ -29,11 +31,14 @@ def _demo(args: argparse.Namespace) -> int:
     for path in report.paths:
         mark = "ok" if report.counters[path] == report.expected[path] else "LOST UPDATES"
         print(f"  {path}: counter {report.counters[path]}, expected {report.expected[path]} ({mark})")
-    print(f"median wait for a lock: {report.median_wait_ms:.2f} ms; timeouts: {report.timeouts}; "
-          f"elapsed: {report.elapsed:.1f} s")
+    print(
+        f"median wait for a lock: {report.median_wait_ms:.2f} ms; timeouts: {report.timeouts}; "
+        f"elapsed: {report.elapsed:.1f} s"
+    )
     verdict = "held" if report.overlaps == 0 else "BROKEN"
-    print(f"mutual exclusion {verdict}: {report.overlaps} overlapping critical sections "
-          f"out of {report.critical_sections}")
+    print(
+        f"mutual exclusion {verdict}: {report.overlaps} overlapping critical sections out of {report.critical_sections}"
+    )
     return 0 if report.ok else 1
 
 
@@ -48,11 +53,18 @@ def _serve(args: argparse.Namespace) -> int:
     password = _password()
     if password is None:
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    locker = ServerLocker(password, name=args.name, serverFile=args.server_file, port=args.port,
-                          maxLockTime=args.max_lock_time or None, autoconnect=False,
-                          listen_address=args.listen)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    locker = ServerLocker(
+        password,
+        name=args.name,
+        serverFile=args.server_file,
+        port=args.port,
+        maxLockTime=args.max_lock_time or None,
+        autoconnect=False,
+        listen_address=args.listen,
+    )
     if not locker.start() or not locker.isServer:
         print("could not serve: another locker serves this server file, or it is unusable", file=sys.stderr)
         locker.stop()
@@ -77,8 +89,10 @@ def _status(args: argparse.Namespace) -> int:
     if fp is None:
         print(f"no serving locker recorded in {args.server_file}")
         return 1
-    print(f"server {fp.name!r} ({fp.unique_name}) at {fp.address}:{fp.port}, pid {fp.pid}, "
-          f"epoch {fp.epoch}, refreshed {fp.timestamp:.0f}")
+    print(
+        f"server {fp.name!r} ({fp.unique_name}) at {fp.address}:{fp.port}, pid {fp.pid}, "
+        f"epoch {fp.epoch}, refreshed {fp.timestamp:.0f}"
+    )
     return 0
 
 

@@ -1,34 +1,35 @@
-"""The connecting role: one I/O thread owns the DEALER socket; user threads wait on Events.
+"""The connecting driver: one I/O thread moves frames between a transport and the ClientCore.
 
-A user thread registers a call under a fresh request id, queues its frame and wakes
-the I/O thread; the I/O thread sends it, and sets the call's Event when the reply
-(or, for a queued acquire, the server's later push) arrives. Nothing polls.
+A user thread asks the core for a request under the driver's lock, queues the
+frame, wakes the I/O thread and waits on its own Event; the I/O thread sends,
+receives, feeds the core and sets the Event when the reply (or, for a queued
+acquire, the server's later grant) arrives. Nothing polls: the I/O thread sleeps
+until input, a wake, or the core's next deadline (heartbeat or lease).
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, Iterator, Union
 
 from . import protocol as p
+from .client_core import BadFrame, ClientCore, ClientEvent, LeaseLapsed, LockExpired, Publications, Refused, Reply
 from .errors import (
     AuthenticationError,
     LockTimeout,
     NotConnected,
     PylockerError,
     RemoteProtocolError,
+    error_for,
 )
-from .transport.keys import CurveKeys
-from .transport.sockets import ClientEndpoint
+from .transport import connect
+from .transport.address import Address
+from .transport.base import ClientTransport, Security
 
-HEARTBEAT: Final = 1.0  # seconds between heartbeats when otherwise idle (at most)
-FROZEN: Final = 0.5  # a poll that returns this much later than asked means we were frozen
-HEARTBEATS_PER_LEASE: Final = 4  # so that a late answer or two never looks like a dead server
 PROBE_INTERVAL: Final = 0.02  # seconds between checks that our subscription is live
 BATCH_ITEMS: Final = 4096  # publications per frame at most
 BATCH_BYTES: Final = 64 * 1024
@@ -36,12 +37,34 @@ MAX_PENDING: Final = 100_000  # queued publications before publish() waits for t
 PENDING_WAIT: Final = 30.0
 REPLY_SLACK: Final = 5.0  # how long past its own deadline a call waits for the server
 STOP_TIMEOUT: Final = 5.0
+READY_TIMEOUT: Final = 10.0
+
+log = logging.getLogger(__name__)
 
 LostCallback = Callable[[str, str], None]
 PublicationsCallback = Callable[[str, str, list[Any]], int]  # sender, name, raw items -> malformed
-_PUBLICATION = object()  # marks outbox entries that are publications
-_SUBSCRIBE = object()  # marks the outbox entry that connects the SUB socket
-BROADCAST: Final = b"*\0"
+ConnectionLostCallback = Callable[[bool], None]  # lapsed: the lease ran out (every lock is lost)
+
+
+class _Publication:
+    """Packed publications waiting in the outbox; ``key`` groups those for the same receivers."""
+
+    __slots__ = ("items", "key", "receivers")
+
+    def __init__(self, key: object, receivers: list[str] | None, items: bytes | list[bytes]) -> None:
+        self.key = key
+        self.receivers = receivers
+        self.items = items
+
+
+class _Subscribe:
+    __slots__ = ("endpoint",)
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+
+_Entry = Union[bytes, _Publication, _Subscribe]
 
 
 class _Call:
@@ -55,96 +78,73 @@ class _Call:
 class Client:
     """A connection to one serving locker, shared by every thread of this locker."""
 
-    def __init__(self, keys: CurveKeys, host: str, port: int, *, name: str, unique_name: str,
-                 logger: logging.Logger, on_lost: LostCallback | None = None,
+    def __init__(self, address: Address, security: Security, *, name: str, unique_name: str,
+                 on_lost: LostCallback | None = None,
                  on_publications: PublicationsCallback | None = None,
-                 on_connection_lost: Callable[[], None] | None = None,
-                 subscribe: bool = True,
+                 on_connection_lost: ConnectionLostCallback | None = None,
+                 subscribe: bool = True, request_ids: Iterator[int] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._keys = keys
-        self.host = host
-        self.port = port
+        """``request_ids``: the locker's request id counter, shared by all its connections."""
+        self.address = address
+        self._security = security
         self.name = name
         self.unique_name = unique_name
-        self._log = logger
         self._on_lost = on_lost
         self._on_publications = on_publications
         self._on_connection_lost = on_connection_lost
         self._wants_publications = subscribe
-        self._topic = b"U" + unique_name.encode() + b"\0"
-        self._seen: dict[bytes, int] = {}
-        self._drained = threading.Event()
-        self.dropped_publications = 0
-        self.malformed_publications = 0
         self._clock = clock
+        self._core = ClientCore(name=name, unique_name=unique_name, pid=os.getpid(), now=clock(),
+                                request_ids=request_ids)
+        self._lock = threading.Lock()  # guards the core and the calls
         self._calls: dict[int, _Call] = {}
-        self._calls_lock = threading.Lock()
-        self._outbox: collections.deque[Any] = collections.deque()
-        self._ids = itertools.count(1)
+        self._outbox: collections.deque[_Entry] = collections.deque()
+        self._drained = threading.Event()
         self._running = False
         self._failure: PylockerError | None = None
-        self._last_heard = 0.0
-        self._lease: float | None = None
-        self._endpoint: ClientEndpoint | None = None
+        self._transport: ClientTransport | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self.welcome: p.Welcome | None = None
 
     # --------------------------------------------------------------- lifecycle
-    def connect(self, timeout: float) -> p.Welcome:
-        """Open the connection and say hello; raises NotConnected/AuthenticationError."""
+    def connect(self, timeout: float, *, fresh: bool = False) -> p.Welcome:
+        """Open the connection and say hello; raises NotConnected/AuthenticationError.
+
+        ``fresh``: say goodbye first, so the server drops whatever an earlier connection
+        of this locker still held (its locks were reported lost when its lease lapsed).
+        """
+        if fresh:
+            self._outbox.append(p.encode(p.Bye(0)))
         self._running = True
         self._thread = threading.Thread(target=self._run, name=f"pylocker-client-{self.name}", daemon=True)
         self._thread.start()
-        self._ready.wait()
+        if not self._ready.wait(READY_TIMEOUT) and self._failure is None:
+            self._failure = NotConnected("the connection's I/O thread did not start")
         try:
-            reply = self._call(p.Hello(0, self.name, self.unique_name, os.getpid()), timeout)
-        except PylockerError:
-            self.close(say_bye=False)
-            raise
-        if not isinstance(reply, p.Welcome):
-            self.close(say_bye=False)
-            raise NotConnected(f"unexpected answer to hello: {reply!r}")
-        self.welcome = reply
-        self._lease = reply.lease
-        try:
+            reply = self._call(lambda rid: p.Hello(rid, self.name, self.unique_name, os.getpid()), timeout)
+            if not isinstance(reply, p.Welcome):
+                raise NotConnected(f"unexpected answer to hello: {type(reply).__name__}")
+            self.welcome = reply
             if self._wants_publications:
-                self._subscribe(reply.pub_port, timeout)
+                self._subscribe(reply.pub_endpoint, timeout)
         except PylockerError:
-            self.close()
+            self.close(say_bye=False)
             raise
         return reply
 
-    def _subscribe(self, pub_port: int, timeout: float) -> None:
-        """Connect the SUB socket and wait until the server's probe comes through it."""
-        self._outbox.append((_SUBSCRIBE, pub_port))
+    def _subscribe(self, pub_endpoint: str, timeout: float) -> None:
+        """Open the subscription and wait until the server's probe comes through it."""
+        self._outbox.append(_Subscribe(pub_endpoint))
         deadline = self._clock() + timeout
         while True:
             try:
-                self._call(p.SubscribeCheck(0), min(PROBE_INTERVAL, max(0.0, deadline - self._clock())))
+                wait = min(PROBE_INTERVAL, max(0.0, deadline - self._clock()))
+                self._call(p.SubscribeCheck, wait)
                 return
             except NotConnected:
                 if self._failure is not None or self._clock() >= deadline:
                     raise
-
-    def publish(self, receivers: list[str] | None, items: bytes | list[bytes]) -> None:
-        """Queue packed publications (one, or a list); the I/O thread batches and sends them."""
-        if self._failure is not None:
-            raise self._failure
-        if not self._running:
-            raise NotConnected("not connected")
-        outbox = self._outbox
-        while len(outbox) > MAX_PENDING:  # back-pressure: a fast publisher waits, nothing is lost
-            self._drained.clear()
-            if len(outbox) <= MAX_PENDING:
-                break
-            self._wake()
-            if not self._drained.wait(PENDING_WAIT):
-                raise NotConnected("the connection to the serving locker is not draining")
-        # The key groups consecutive publications to the same receivers into one frame.
-        key = None if receivers is None else receivers[0] if len(receivers) == 1 else tuple(receivers)
-        outbox.append((_PUBLICATION, key, receivers, items))
-        self._wake()
 
     def close(self, say_bye: bool = True) -> None:
         """Say goodbye (the server frees our locks) and stop the I/O thread."""
@@ -153,9 +153,7 @@ class Client:
         if say_bye and self._failure is None:
             self._outbox.append(p.encode(p.Bye(0)))
         self._running = False
-        endpoint = self._endpoint
-        if endpoint is not None:
-            endpoint.waker.wake()
+        self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(STOP_TIMEOUT)
         self._fail_all(NotConnected("the connection was closed"))
@@ -164,16 +162,17 @@ class Client:
     def connected(self) -> bool:
         return self._running and self._failure is None and self.welcome is not None
 
-    # ---------------------------------------------------------------- requests
+    @property
+    def alive(self) -> bool:
+        return self.connected
+
+    # ------------------------------------------------------- the locker's link
     def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]:
         """Lock ``names``; returns (lock id, fencing token) or raises LockTimeout."""
         wait = None if timeout is None else timeout + REPLY_SLACK
-        request_id, call = self._send(lambda rid: p.Acquire(rid, names, timeout))
-        reply = self._wait(request_id, call, wait)
+        request_id, call = self._start(lambda rid: p.Acquire(rid, names, timeout), is_acquire=True)
+        reply = self._finish(request_id, call, wait)
         if reply is None:
-            # The server did not answer in time: withdraw, and release a late grant (see _deliver).
-            self._outbox.append(p.encode(p.Cancel(request_id)))
-            self._wake()
             raise NotConnected(f"no answer from the serving locker within {wait} s")
         if isinstance(reply, p.Grant):
             return reply.lock_id, reply.token
@@ -181,215 +180,265 @@ class Client:
             raise LockTimeout(names, timeout)
         raise _as_error(reply)
 
-    def release(self, lock_id: str, timeout: float) -> int:
-        """Release ``lock_id``; 1 released, 0 not held by us. Raises on failure."""
-        reply = self._call(p.Release(0, lock_id), timeout)
+    def release(self, lock_id: str, *, held: bool = False, timeout: float = 20.0) -> int:
+        """Release ``lock_id``: 1 released, 0 not held by us. Raises on failure.
+
+        With ``held`` (we know we hold it) nothing waits for the server: requests leave
+        in order, so nothing this locker sends later can overtake the release.
+        """
+        if held:
+            self._send_now(p.Release(0, lock_id))
+            return 1
+        reply = self._call(lambda rid: p.Release(rid, lock_id), timeout)
         if isinstance(reply, p.Released):
             return reply.code
         raise _as_error(reply)
 
-    def release_nowait(self, lock_id: str) -> None:
-        """Release ``lock_id`` without waiting: the server answers only if it refuses."""
+    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None,
+                timeout: float = 20.0) -> bool:
+        """After a failover: ask the (new) server to give back a lock we held.
+
+        ``expires_at``: the lock's maxLockTime clock from its first grant, kept.
+        """
+        reply = self._call(lambda rid: p.Reclaim(rid, lock_id, names, token), timeout)
+        if isinstance(reply, p.Reclaimed):
+            if reply.granted and expires_at is not None:
+                with self._lock:
+                    self._core.keep_expiry(lock_id, expires_at)
+            return reply.granted
+        raise _as_error(reply)
+
+    def expiry(self, lock_id: str) -> float | None:
+        with self._lock:
+            return self._core.expiry(lock_id)
+
+    def reclaim_done(self) -> None:
+        self._send_now(p.ReclaimDone(0))
+
+    def publish(self, receivers: list[str] | None, items: bytes | list[bytes]) -> None:
+        """Queue packed publications (one, or a list); the I/O thread batches and sends them."""
+        self._check_usable()
+        outbox = self._outbox
+        while len(outbox) > MAX_PENDING:  # back-pressure: a fast publisher waits, nothing is lost
+            self._drained.clear()
+            if len(outbox) <= MAX_PENDING:
+                break
+            self._wake()
+            if not self._drained.wait(PENDING_WAIT):
+                raise NotConnected("the connection to the serving locker is not draining")
+        key = None if receivers is None else receivers[0] if len(receivers) == 1 else tuple(receivers)
+        outbox.append(_Publication(key, receivers, items))
+        self._wake()
+
+    @property
+    def dropped_publications(self) -> int:
+        return self._core.dropped_publications
+
+    @property
+    def malformed_publications(self) -> int:
+        return self._core.malformed_publications
+
+    def holds(self, lock_id: str) -> bool:
+        """Whether a lock granted on this connection may still be taken as ours (lease and maxLockTime clocks)."""
+        with self._lock:
+            return self._core.holds(lock_id, self._clock())
+
+    @property
+    def valid_until(self) -> float | None:
+        """Until when the locks of this connection are certainly ours (the client's lease clock)."""
+        return self._core.valid_until
+
+    @property
+    def server_name(self) -> str:
+        return self.welcome.server_name if self.welcome is not None else ""
+
+    @property
+    def server_unique_name(self) -> str:
+        return self.welcome.server_unique_name if self.welcome is not None else ""
+
+    @property
+    def max_lock_time(self) -> float | None:
+        return self.welcome.max_lock_time if self.welcome is not None else None
+
+    @property
+    def epoch(self) -> int:
+        return self.welcome.epoch if self.welcome is not None else 0
+
+    # ---------------------------------------------------------------- requests
+    def _check_usable(self) -> None:
         if self._failure is not None:
             raise self._failure
         if not self._running:
             raise NotConnected("not connected")
-        self._outbox.append(p.encode(p.Release(0, lock_id)))
-        self._wake()
 
-    def _call(self, message: p.Message, timeout: float) -> p.Message:
-        request_id, call = self._send(lambda rid: message._replace(request_id=rid))  # type: ignore[union-attr]
-        reply = self._wait(request_id, call, timeout)
+    def _call(self, build: Callable[[int], p.Message], timeout: float) -> p.Message:
+        request_id, call = self._start(build)
+        reply = self._finish(request_id, call, timeout)
         if reply is None:
             raise NotConnected(f"no answer from the serving locker within {timeout} s")
         return reply
 
-    def _send(self, build: Callable[[int], p.Message]) -> tuple[int, _Call]:
-        if self._failure is not None:
-            raise self._failure
-        if not self._running:
-            raise NotConnected("not connected")
-        request_id = next(self._ids)
+    def _start(self, build: Callable[[int], p.Message], is_acquire: bool = False) -> tuple[int, _Call]:
+        self._check_usable()
         call = _Call()
-        with self._calls_lock:
+        with self._lock:
+            request_id = self._core.request(build, self._clock(), is_acquire=is_acquire)
             self._calls[request_id] = call
-        self._outbox.append(p.encode(build(request_id)))
+            sends, _ = self._core.take()
+            self._outbox.extend(sends)
         self._wake()
         return request_id, call
 
-    def _wait(self, request_id: int, call: _Call, timeout: float | None) -> p.Message | None:
+    def _finish(self, request_id: int, call: _Call, timeout: float | None) -> p.Message | None:
         call.event.wait(timeout)
-        with self._calls_lock:
+        with self._lock:
             self._calls.pop(request_id, None)
+            if call.reply is None:
+                # The server did not answer in time: withdraw (a late grant is then released).
+                self._core.abandon(request_id)
+                sends, _ = self._core.take()
+                self._outbox.extend(sends)
+        if call.reply is None:
+            self._wake()
         reply = call.reply
         if isinstance(reply, PylockerError):
             raise reply
         return reply
 
+    def _send_now(self, message: p.Message) -> None:
+        self._check_usable()
+        with self._lock:
+            self._core.send(message)
+            sends, _ = self._core.take()
+            self._outbox.extend(sends)
+        self._wake()
+
     def _wake(self) -> None:
-        endpoint = self._endpoint
-        if endpoint is not None:
-            endpoint.waker.wake()
+        transport = self._transport
+        if transport is not None:
+            transport.wake()
 
     # ---------------------------------------------------------------- I/O loop
     def _run(self) -> None:
         try:
-            endpoint = ClientEndpoint(self._keys, self.host, self.port, self.unique_name.encode(),
-                                      self._log, self._auth_failed, self._disconnected)
-        except Exception as exc:
-            self._failure = NotConnected(f"cannot open a connection: {exc}")
+            transport = connect(self.address, self._security, self.unique_name.encode(), log,
+                                self._auth_failed, self._disconnected)
+        except PylockerError as exc:
+            self._failure = exc if isinstance(exc, NotConnected) else NotConnected(str(exc))
             self._ready.set()
             return
-        self._endpoint = endpoint
+        self._transport = transport
         self._ready.set()
-        self._last_heard = last_sent = self._clock()
+        clock, core = self._clock, self._core
         try:
             while self._running or self._outbox:
-                now = self._clock()
-                heartbeat = self._heartbeat_interval()
-                timeout = max(0.0, last_sent + heartbeat - now) if not self._outbox else 0.0
-                if not self._running:
-                    timeout = 0.0
-                readable, sub_readable = endpoint.poll(timeout)
-                if self._clock() - now > timeout + FROZEN:
-                    # This process was frozen (SIGSTOP, a debugger, swapping): the silence was ours.
-                    self._last_heard = self._clock()
-                if readable:
-                    for data in endpoint.receive():
-                        self._deliver(data)
-                if sub_readable:
-                    for frames in endpoint.receive_published():
-                        self._deliver_published(frames)
-                if self._outbox:
-                    last_sent = self._clock()
-                    self._flush(endpoint)
-                elif not self._running:
+                deadline = core.next_deadline()
+                now = clock()
+                timeout = 0.0 if self._outbox or not self._running else (
+                    None if deadline is None else max(0.0, deadline - now))
+                readable, sub_readable = transport.poll(timeout)
+                if readable or sub_readable:
+                    frames = list(transport.receive()) if readable else []
+                    published = list(transport.receive_published()) if sub_readable else []
+                    with self._lock:
+                        now = clock()
+                        for frame in frames:
+                            core.receive(frame, now)
+                        for parts in published:
+                            core.receive_published(parts)
+                        core.tick(now)
+                        sends, events = core.take()
+                        self._outbox.extend(sends)
+                        self._deliver(events)
+                elif self._running:
+                    with self._lock:
+                        core.tick(clock())
+                        sends, events = core.take()
+                        self._outbox.extend(sends)
+                        self._deliver(events)
+                self._flush(transport)
+                if not self._running and not self._outbox:
                     break
-                now = self._clock()
-                if self.welcome is not None and now - last_sent >= heartbeat:
-                    endpoint.send(p.encode(p.Heartbeat(0)))
-                    last_sent = now
-                if self._lease is not None and now - self._last_heard > self._lease and self._failure is None:
-                    self._log.error("the serving locker at %s:%s stopped answering", self.host, self.port)
-                    self._lose_connection("the serving locker stopped answering")
         except PylockerError as exc:
             self._fail_all(exc)
         except Exception:
-            self._log.exception("the client loop failed")
+            log.exception("the client loop failed")
             self._fail_all(NotConnected("the client loop failed"))
         finally:
             self._running = False
-            self._endpoint = None
-            endpoint.close()
+            self._transport = None
+            transport.close()
 
-    def _flush(self, endpoint: ClientEndpoint) -> None:
+    def _deliver(self, events: list[ClientEvent]) -> None:
+        """Act on the core's events (caller holds the lock; callbacks only queue work)."""
+        for event in events:
+            if isinstance(event, Reply):
+                call = self._calls.get(event.request_id)
+                if call is not None:
+                    call.reply = event.message
+                    call.event.set()
+            elif isinstance(event, Publications):
+                if self._on_publications is not None:
+                    self._core.malformed_publications += self._on_publications(
+                        event.sender, event.sender_name, event.items)
+            elif isinstance(event, LockExpired):
+                log.warning("lock %s was taken from us (%s)", event.lock_id, event.reason)
+                if self._on_lost is not None:
+                    self._on_lost(event.lock_id, event.reason)
+            elif isinstance(event, LeaseLapsed):
+                log.error("the serving locker at %s has not answered for a lease: our locks are lost",
+                          self.address)
+                self._lose_connection(event.reason, lapsed=True)
+            elif isinstance(event, Refused):
+                log.warning("the serving locker refused a request (code %d): %s", event.code, event.detail)
+            elif isinstance(event, BadFrame):
+                log.warning("bad frame from the serving locker: %s", event.reason)
+
+    def _flush(self, transport: ClientTransport) -> None:
         outbox = self._outbox
         while outbox:
             entry = outbox.popleft()
             if type(entry) is bytes:
-                endpoint.send(entry)
-                continue
-            if entry[0] is _SUBSCRIBE:
-                endpoint.subscribe(entry[1], [BROADCAST, self._topic])
-                continue
-            # Consecutive publications to the same receivers travel together, in frames of
-            # at most BATCH_ITEMS items or about BATCH_BYTES bytes.
-            _, key, receivers, queued = entry
-            batch: list[bytes] = []
-            size = 0
-            while True:
-                for item in ((queued,) if type(queued) is bytes else queued):
-                    batch.append(item)
-                    size += len(item)
-                    if len(batch) >= BATCH_ITEMS or size >= BATCH_BYTES:
-                        endpoint.send(p.encode(p.Publish(0, receivers, len(batch), p.join_items(batch))))
-                        batch, size = [], 0
-                following = outbox[0] if outbox else None
-                if (following is None or type(following) is bytes or following[0] is not _PUBLICATION
-                        or following[1] != key):
-                    break
-                queued = outbox.popleft()[3]
-            if batch:
-                endpoint.send(p.encode(p.Publish(0, receivers, len(batch), p.join_items(batch))))
+                transport.send(entry)
+            elif isinstance(entry, _Subscribe):
+                transport.subscribe(entry.endpoint, [p.BROADCAST, self._core.topic])
+            elif isinstance(entry, _Publication):
+                self._send_publications(transport, entry)
         self._drained.set()
 
-    def _deliver_published(self, frames: list[bytes]) -> None:
-        if len(frames) < 2 or frames[0] not in (BROADCAST, self._topic):
-            return
-        try:
-            header = p.decode(frames[1])
-        except RemoteProtocolError as exc:
-            self._log.warning("bad publication header from the serving locker: %s", exc)
-            return
-        if isinstance(header, p.Probe):
-            self._deliver(frames[1])
-            return
-        if not isinstance(header, p.Published) or len(frames) != 3:
-            return
-        topic = frames[0]
-        expected = self._seen.get(topic)
-        if expected is not None and header.before > expected:
-            self.dropped_publications += header.before - expected
-        self._seen[topic] = header.before + header.item_count
-        if header.sender == self.unique_name:
-            return  # our own broadcast: delivered to ourselves when published, if asked
-        try:
-            items = p.decode_items(frames[2], header.item_count)
-        except RemoteProtocolError as exc:
-            self.malformed_publications += header.item_count
-            self._log.warning("bad publication batch from %s: %s", header.sender, exc)
-            return
-        if self._on_publications is not None:
-            self.malformed_publications += self._on_publications(header.sender, header.sender_name, items)
-
-    def _deliver(self, data: bytes) -> None:
-        self._last_heard = self._clock()
-        try:
-            message = p.decode(data)
-        except RemoteProtocolError as exc:
-            self._log.warning("bad frame from the serving locker: %s", exc)
-            return
-        if isinstance(message, p.Expire):
-            self._log.warning("lock %s was taken from us (%s)", message.lock_id, message.reason)
-            if self._on_lost is not None:
-                self._on_lost(message.lock_id, message.reason)
-            return
-        with self._calls_lock:
-            call = self._calls.get(message.request_id)
-        if call is None:
-            if isinstance(message, p.Grant):  # granted after its caller gave up
-                self._outbox.append(p.encode(p.Release(0, message.lock_id)))
-            elif isinstance(message, p.Error):
-                self._log.warning("the serving locker said: %s", message.message)
-            return
-        call.reply = message
-        call.event.set()
-
-    def _heartbeat_interval(self) -> float:
-        lease = self._lease
-        return HEARTBEAT if lease is None else max(0.02, min(HEARTBEAT, lease / HEARTBEATS_PER_LEASE))
+    def _send_publications(self, transport: ClientTransport, first: _Publication) -> None:
+        # Consecutive publications to the same receivers travel together, in frames of
+        # at most BATCH_ITEMS items or about BATCH_BYTES bytes.
+        outbox = self._outbox
+        batch: list[bytes] = []
+        size = 0
+        entry = first
+        while True:
+            queued = entry.items
+            for item in (queued,) if type(queued) is bytes else queued:
+                batch.append(item)
+                size += len(item)
+                if len(batch) >= BATCH_ITEMS or size >= BATCH_BYTES:
+                    transport.send(p.encode(p.Publish(0, first.receivers, len(batch), p.join_items(batch))))
+                    batch, size = [], 0
+            following = outbox[0] if outbox else None
+            if not isinstance(following, _Publication) or following.key != first.key:
+                break
+            outbox.popleft()
+            entry = following
+        if batch:
+            transport.send(p.encode(p.Publish(0, first.receivers, len(batch), p.join_items(batch))))
 
     def _disconnected(self) -> None:
         if self.welcome is not None and self._failure is None and self._running:
-            self._log.warning("the serving locker at %s:%s closed the connection", self.host, self.port)
-            self._lose_connection("the serving locker closed the connection")
+            log.warning("the serving locker at %s closed the connection", self.address)
+            self._lose_connection("the serving locker closed the connection", lapsed=False)
 
-    def _lose_connection(self, reason: str) -> None:
+    def _lose_connection(self, reason: str, *, lapsed: bool) -> None:
         self._fail_all(NotConnected(reason))
-        self._running = False  # the I/O thread ends; the facade decides whether to reconnect
+        self._running = False  # the I/O thread ends; the locker decides whether to reconnect
         if self._on_connection_lost is not None:
-            self._on_connection_lost()
-
-    def reclaim(self, lock_id: str, names: list[str], token: int, timeout: float) -> bool:
-        """After a failover: ask the (new) server to give back a lock we held."""
-        reply = self._call(p.Reclaim(0, lock_id, names, token), timeout)
-        if isinstance(reply, p.Reclaimed):
-            return reply.granted
-        raise _as_error(reply)
-
-    def reclaim_done(self) -> None:
-        self._outbox.append(p.encode(p.ReclaimDone(0)))
-        self._wake()
+            self._on_connection_lost(lapsed)
 
     def _auth_failed(self) -> None:
         self._fail_all(AuthenticationError("the serving locker refused our credentials (wrong password?)"))
@@ -397,8 +446,7 @@ class Client:
     def _fail_all(self, error: PylockerError) -> None:
         if self._failure is None:
             self._failure = error
-        with self._calls_lock:
-            calls = list(self._calls.values())
+        calls = list(self._calls.values())
         for call in calls:
             if call.reply is None:
                 call.reply = error
@@ -407,5 +455,5 @@ class Client:
 
 def _as_error(reply: p.Message) -> PylockerError:
     if isinstance(reply, p.Error):
-        return PylockerError(reply.message)
+        return error_for(reply.code, reply.detail)
     return RemoteProtocolError(f"unexpected reply {type(reply).__name__}")

@@ -1,12 +1,36 @@
-"""The exceptions pylocker raises. Every one of them is a PylockerError."""
+"""The exceptions pylocker raises, and the registry of the wire's refusal codes.
+
+Every exception is a ``PylockerError``. A refusal crosses the wire as a numeric
+code (``Error(request_id, code, detail)``); ``error_for`` turns it back into the
+class registered for that code, so nobody parses error strings (kazoo does the same
+with ZooKeeper's codes).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Final, Sequence, TypeVar
+
+_E = TypeVar("_E", bound="type[PylockerError]")
+_BY_CODE: dict[int, type[PylockerError]] = {}
+
+
+def _wire_code(code: int) -> Callable[[_E], _E]:
+    """Register a class as what the wire's refusal ``code`` means."""
+
+    def register(cls: _E) -> _E:
+        if code in _BY_CODE:
+            raise RuntimeError(f"wire code {code} is already {_BY_CODE[code].__name__}")
+        cls.code = code
+        _BY_CODE[code] = cls
+        return cls
+
+    return register
 
 
 class PylockerError(Exception):
     """Base class of everything pylocker raises on purpose."""
+
+    code: int = 0  # the wire's refusal code, for the classes registered with one
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuild from the constructor arguments so errors cross process boundaries.
@@ -17,7 +41,7 @@ class LockTimeout(PylockerError, TimeoutError):
     """The lock was not granted within its timeout."""
 
     def __init__(self, names: Sequence[str] = (), timeout: float | None = None) -> None:
-        super().__init__(names, timeout)
+        super().__init__(tuple(names), timeout)
         self.names = tuple(names)
         self.timeout = timeout
 
@@ -67,13 +91,50 @@ class ServerFileError(PylockerError):
     """The server file cannot be used safely (symlink, foreign owner, bad content)."""
 
 
+class AddressError(PylockerError, ValueError):
+    """An address is malformed or names a transport pylocker does not have."""
+
+
+class ListenError(PylockerError, OSError):
+    """A serving locker could not listen at its address (in use, no permission, bad interface)."""
+
+
 class ProtocolError(PylockerError):
     """A frame broke the wire protocol."""
 
 
+@_wire_code(1)
 class LocalProtocolError(ProtocolError):
-    """This side tried to send something the protocol does not allow."""
+    """This side sent something the protocol does not allow (the peer refused it)."""
 
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow."""
+
+
+@_wire_code(2)
+class NotLockHolder(PylockerError):
+    """The lock is held, by another locker: only its holder may release it."""
+
+
+@_wire_code(3)
+class RequestDropped(NotConnected):
+    """The serving locker dropped a waiting request because its session ended."""
+
+
+BAD_FRAME: Final = LocalProtocolError.code
+NOT_HOLDER: Final = NotLockHolder.code
+DROPPED: Final = RequestDropped.code
+
+
+def error_for(code: int, detail: str) -> PylockerError:
+    """The exception a refusal ``code`` stands for (a plain PylockerError for unknown codes)."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return PylockerError(f"refused (code {code}): {detail}")
+    return cls(detail)
+
+
+def registered_codes() -> dict[int, type[PylockerError]]:
+    """Every wire code and its class (for documentation and tests)."""
+    return dict(_BY_CODE)

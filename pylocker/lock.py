@@ -5,10 +5,10 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .errors import LockLost, LockNotHeld
+from .errors import LockLost, LockNotHeld, LockTimeout
 
 if TYPE_CHECKING:
-    from .lockers import ServerLocker
+    from .node import LockerNode
 
 
 class Lock:
@@ -19,8 +19,8 @@ class Lock:
     connection and protocol failures raise.
     """
 
-    def __init__(self, locker: ServerLocker, names: list[str], timeout: float) -> None:
-        self._locker = locker
+    def __init__(self, node: LockerNode, names: list[str], timeout: float) -> None:
+        self._node = node
         self.names = tuple(names)
         self.timeout = timeout
         self.lock_id: str | None = None
@@ -28,18 +28,21 @@ class Lock:
 
     @property
     def is_acquired(self) -> bool:
-        """True while this lock is held (False once released, or taken by maxLockTime)."""
-        return self.lock_id is not None and self.lock_id in self._locker._owned
+        """True while this lock is held (False once released, lost, or past this locker's own lease clock)."""
+        return self.lock_id is not None and self._node.holds(self.lock_id)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` (default: the lock's) for every name; False if not granted."""
-        from .errors import LockTimeout
+        """Wait up to ``timeout`` (default: the lock's) for every name; False if not granted.
 
+        Raises:
+            RuntimeError: this lock is already acquired (it is not re-entrant).
+            NotConnected, NotStarted: the lock service cannot be reached; nothing is held.
+        """
         if self.lock_id is not None:
             raise RuntimeError(f"{self!r} is already acquired")
         wait = 0.0 if not blocking else (self.timeout if timeout is None else timeout)
         try:
-            self.lock_id, self.token = self._locker._acquire(list(self.names), wait)
+            self.lock_id, self.token = self._node.acquire(list(self.names), wait)
         except LockTimeout:
             return False
         return True
@@ -49,15 +52,13 @@ class Lock:
         lock_id, self.lock_id, self.token = self.lock_id, None, None
         if lock_id is None:
             raise LockNotHeld("")
-        if self._locker._release(lock_id) == 0:
-            reason = self._locker.lost_reason(lock_id)
+        if self._node.release(lock_id) == 0:
+            reason = self._node.owned.lost_reason(lock_id)
             if reason is not None:
                 raise LockLost(lock_id, reason)
             raise LockNotHeld(lock_id)
 
     def __enter__(self) -> Lock:
-        from .errors import LockTimeout
-
         if not self.acquire():
             raise LockTimeout(self.names, self.timeout)
         return self
@@ -70,7 +71,7 @@ class Lock:
                 self.release()
             else:
                 lock_id, self.lock_id, self.token = self.lock_id, None, None
-                self._locker._release(lock_id)
+                self._node.release(lock_id)
 
     def __repr__(self) -> str:
         return f"<Lock {list(self.names)!r} id={self.lock_id}>"

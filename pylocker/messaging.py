@@ -1,8 +1,8 @@
 """The message half of ServerLocker: publish, receive, wait, call back.
 
-A mixin so that ServerLocker keeps the seed's one-class surface; its state is set
-up by ``_init_messaging`` and it relies on the facade for the roles (``_server``,
-``_client``), the names and the callback dispatcher.
+A mixin so that ServerLocker keeps the seed's one-class surface: publishing packs
+and checks here, then hands the items to the locker node; receiving reads the
+node's inbox.
 """
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from . import protocol
 from .errors import NotConnected, NotStarted, PylockerError
-from .mailbox import FLAG_REPLACE, FLAG_UNIQUE, Mailbox
+from .mailbox import FLAG_REPLACE, FLAG_UNIQUE
 from .validation import check_bool, check_message, check_number, code_for, receivers as parse_receivers
 
 if TYPE_CHECKING:
-    import logging
-
-    from .client import Client
-    from .dispatch import Dispatcher
-    from .server import Server
+    from .node import LockerNode
 
 PUBLISH_CODES: dict[type[PylockerError], int] = {NotConnected: 1, NotStarted: 2}
 MAX_ITEM = protocol.MAX_FRAME // 2  # bytes in one packed publication
@@ -31,22 +27,14 @@ MAX_ITEM = protocol.MAX_FRAME // 2  # bytes in one packed publication
 class MessagingMixin:
     """publish_message and friends; see ServerLocker."""
 
-    _server: Server | None
-    _client: Client | None
     _unique_name: str
     _name: str
-    _log: logging.Logger
-    _dispatcher: Dispatcher
 
-    def _init_messaging(self, mailbox_size: int, receive_messages: bool) -> None:
-        if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
-            raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
-        check_bool(receive_messages, "receive_messages")
-        self._mailbox_size = mailbox_size
-        self._receive_messages = receive_messages
-        self._mailbox = Mailbox(mailbox_size)
-        self._mail = threading.Condition()
-        self._message_callbacks: list[tuple[Callable[[dict[str, Any]], None], str | None]] = []
+    @property
+    def node(self) -> LockerNode:
+        raise NotImplementedError
+
+    def _init_messaging(self) -> None:
         self._publication_ids = itertools.count(1)
         self._publication_prefix = self._unique_name[:12] + "-"
         self._packers = threading.local()
@@ -54,17 +42,14 @@ class MessagingMixin:
     @property
     def messages(self) -> list[dict[str, Any]]:
         """get list of received published messages (publication dictionaries, oldest first)"""
-        with self._mail:
-            self._mailbox.expire(time.monotonic())
-            return [publication.as_dict() for publication in self._mailbox.all()]
+        return self.node.inbox.all()
 
     @property
     def dropped_messages(self) -> int:
         """Publications this locker missed (it fell behind) or evicted (mailbox full)."""
-        client = self._client
-        missed = client.dropped_publications if client is not None else 0
-        return missed + self._mailbox.dropped
-
+        node = self.node
+        link = node.link
+        return (link.dropped_publications if link is not None else 0) + node.inbox.dropped
     def publish_message(self, message: str, receivers: Iterable[str] | None = None,
                         timeout: float | None = None, toSelf: bool = True, unique: bool = False,
                         replace: bool = True, *, payload: Any = None) -> tuple[bool, Any]:
@@ -89,8 +74,8 @@ class MessagingMixin:
         if failure is not None:
             return False, failure
         if toSelf:
-            self._deliver(self._unique_name, self._name,
-                          [[message, payload, timeout, flags, publication_id, sent_at]])
+            self.node.inbox.deliver(self._unique_name, self._name,
+                                    [[message, payload, timeout, flags, publication_id, sent_at]])
         return True, publication_id
 
     def publish_messages(self, messages: Iterable[str], receivers: Iterable[str] | None = None,
@@ -125,7 +110,7 @@ class MessagingMixin:
             if failure is not None:
                 return False, failure
         if toSelf and raw:
-            self._deliver(self._unique_name, self._name, raw)
+            self.node.inbox.deliver(self._unique_name, self._name, raw)
         return True, [entry[4] for entry in raw]
 
     def _publication_options(self, receivers: Any, timeout: Any, toSelf: Any, unique: Any,
@@ -146,16 +131,9 @@ class MessagingMixin:
         return packer
 
     def _send_publications(self, targets: list[str] | None, items: bytes | list[bytes]) -> int | str | None:
-        """Hand packed publications to the server role or the client; a seed code on failure."""
-        server, client = self._server, self._client
+        """Hand packed publications to the lock service; a seed code on failure."""
         try:
-            if server is not None:
-                batch = items if isinstance(items, list) else [items]
-                server.publish(targets, len(batch), protocol.join_items(batch))
-            elif client is not None:
-                client.publish(targets, items)
-            else:
-                raise NotStarted()
+            self.node.publish(targets, items if isinstance(items, list) else [items])
         except PylockerError as exc:
             return code_for(exc, PUBLISH_CODES)
         return None
@@ -166,29 +144,20 @@ class MessagingMixin:
 
     def has_message(self, message: str) -> bool:
         """Whether a message exists in the list of received published messages."""
-        with self._mail:
-            self._mailbox.expire(time.monotonic())
-            return message in self._mailbox
+        return self.node.inbox.has(message)
 
     def get_message(self, message: str) -> dict[str, Any] | None:
         """The (oldest) publication dictionary of ``message``, or None."""
-        with self._mail:
-            self._mailbox.expire(time.monotonic())
-            publication = self._mailbox.find(message)
-        return None if publication is None else publication.as_dict()
+        return self.node.inbox.get(message)
 
     def pop_message(self, message: str) -> dict[str, Any] | None:
         """Like get_message, and the publication leaves the mailbox."""
-        with self._mail:
-            self._mailbox.expire(time.monotonic())
-            publication = self._mailbox.pop(message)
-        return None if publication is None else publication.as_dict()
+        return self.node.inbox.get(message, pop=True)
 
     def remove_published_message(self, message: str, senders: Iterable[str] | None = None) -> int:
         """Remove received publications of ``message`` (only from ``senders``' unique names, if given)."""
         wanted = None if senders is None else parse_receivers(senders)
-        with self._mail:
-            return self._mailbox.remove(message, wanted)
+        return self.node.inbox.remove(message, wanted)
 
     def remove_message(self, *args: Any, **kwargs: Any) -> int:
         """alias to remove_published_message"""
@@ -202,23 +171,7 @@ class MessagingMixin:
         """
         if timeout is not None:
             check_number(timeout, "timeout")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._mail:
-            while True:
-                now = time.monotonic()
-                self._mailbox.expire(now)
-                if message is None:
-                    found = next(iter(self._mailbox.all()), None) if len(self._mailbox) else None
-                else:
-                    found = self._mailbox.find(message)
-                if found is not None:
-                    if pop:
-                        self._mailbox.remove_publication(found)
-                    return found.as_dict()
-                remaining = None if deadline is None else deadline - now
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._mail.wait(remaining)
+        return self.node.inbox.wait(message, timeout, pop)
 
     def on_message(self, callback: Callable[[dict[str, Any]], None], message: str | None = None) -> None:
         """Call ``callback(publication)`` for every arriving publication (of ``message``, if given).
@@ -227,26 +180,4 @@ class MessagingMixin:
         """
         if not callable(callback):
             raise TypeError("callback must be callable")
-        self._message_callbacks.append((callback, message))
-
-    def _on_served_publications(self, sender: str, sender_name: str, count: int, items: bytes) -> None:
-        try:
-            decoded = protocol.decode_items(items, count)
-        except PylockerError as exc:
-            self._log.warning("bad publication batch from %s: %s", sender, exc)
-            return
-        self._deliver(sender, sender_name, decoded)
-
-    def _deliver(self, sender: str, sender_name: str, items: list[Any]) -> int:
-        """Store publications (raw items, checked one by one); returns how many were malformed."""
-        with self._mail:
-            malformed, arrived = self._mailbox.store(sender, sender_name, items, time.monotonic(),
-                                                     bool(self._message_callbacks))
-            self._mail.notify_all()
-        if malformed:
-            self._log.warning("%d malformed publications from %s dropped", malformed, sender)
-        for publication in arrived:
-            for callback, wanted in self._message_callbacks:
-                if wanted is None or wanted == publication.message:
-                    self._dispatcher.submit(callback, publication.as_dict())
-        return malformed
+        self.node.inbox.on_message(callback, message)

@@ -17,7 +17,7 @@ import msgpack
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
-VERSION: Final = 1
+VERSION: Final = 2
 MAX_FRAME: Final = 4 * 1024 * 1024
 MAX_NAMES: Final = 1024
 MAX_NAME_LEN: Final = 4096
@@ -27,6 +27,14 @@ MAX_TIMEOUT: Final = 10.0**9
 MAX_RECEIVERS: Final = 1024
 MAX_BATCH: Final = 65536
 MAX_MESSAGE: Final = 65536
+
+# Topics of the publish channel: a subscription matches by prefix, so every topic ends in NUL.
+BROADCAST: Final = b"*\0"
+
+
+def topic_for(peer: bytes) -> bytes:
+    """The publish topic of one locker, from its routing id."""
+    return b"U" + peer + b"\0"
 
 
 # ----------------------------------------------------------------- requests
@@ -69,7 +77,7 @@ class Welcome(NamedTuple):
     server_name: str
     max_lock_time: float | None
     lease: float | None
-    pub_port: int
+    pub_endpoint: str  # where to subscribe, as the transport encodes it
     epoch: int
 
 
@@ -97,8 +105,11 @@ class Expire(NamedTuple):
 
 
 class Error(NamedTuple):
+    """A refusal: ``code`` is registered in ``errors`` (``error_for``); ``detail`` is for people."""
+
     request_id: int
-    message: str
+    code: int
+    detail: str
 
 
 class Pong(NamedTuple):
@@ -216,12 +227,12 @@ _SCHEMAS: Final[dict[int, tuple[type, tuple[Callable[[Any], bool], ...]]]] = {
     5: (Heartbeat, (_uint,)),
     6: (Bye, (_uint,)),
     64: (Welcome, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _optional_seconds,
-                   _optional_seconds, _uint, _uint)),
+                   _optional_seconds, _text(MAX_TEXT), _uint)),
     65: (Grant, (_uint, _text(MAX_TEXT), _uint)),
     66: (Timeout, (_uint,)),
     67: (Released, (_uint, _code)),
     68: (Expire, (_uint, _text(MAX_TEXT), _text(MAX_TEXT))),
-    69: (Error, (_uint, _text(MAX_TEXT))),
+    69: (Error, (_uint, _code, _text(MAX_TEXT))),
     70: (Pong, (_uint,)),
     7: (Publish, (_uint, _receivers, _count, _blob)),
     8: (SubscribeCheck, (_uint,)),

@@ -22,12 +22,12 @@ messages = st.one_of(
     st.builds(p.Cancel, ids),
     st.builds(p.Heartbeat, ids),
     st.builds(p.Bye, ids),
-    st.builds(p.Welcome, ids, texts, texts, seconds, seconds, ids, ids),
+    st.builds(p.Welcome, ids, texts, texts, seconds, seconds, texts, ids),
     st.builds(p.Grant, ids, texts, ids),
     st.builds(p.Timeout, ids),
     st.builds(p.Released, ids, st.integers(0, 255)),
     st.builds(p.Expire, ids, texts, texts),
-    st.builds(p.Error, ids, texts),
+    st.builds(p.Error, ids, st.integers(0, 255), texts),
     st.builds(p.Pong, ids),
 )
 
@@ -66,17 +66,17 @@ def test_random_msgpack_frames_only_raise_remote_protocol_errors(fields: list, k
 
 
 @pytest.mark.parametrize("frame", [
-    [2, 2, 1, ["a"], 1.0],                 # wrong version
-    [1, 2, -1, ["a"], 1.0],                # negative request id
-    [1, 2, 1, [], 1.0],                    # no names
-    [1, 2, 1, ["a"] * (p.MAX_NAMES + 1), 1.0],
-    [1, 2, 1, ["x" * (p.MAX_NAME_LEN + 1)], 1.0],
-    [1, 2, 1, [""], 1.0],
-    [1, 2, 1, ["a"], float("nan")],
-    [1, 2, 1, ["a"], -1],
-    [1, 2, 1, ["a"], True],
-    [1, 2, 1, ["a"]],                      # missing field
-    [1, 99, 1],                            # unknown type
+    [1, 2, 1, ["a"], 1.0],                 # wrong version
+    [2, 2, -1, ["a"], 1.0],                # negative request id
+    [2, 2, 1, [], 1.0],                    # no names
+    [2, 2, 1, ["a"] * (p.MAX_NAMES + 1), 1.0],
+    [2, 2, 1, ["x" * (p.MAX_NAME_LEN + 1)], 1.0],
+    [2, 2, 1, [""], 1.0],
+    [2, 2, 1, ["a"], float("nan")],
+    [2, 2, 1, ["a"], -1],
+    [2, 2, 1, ["a"], True],
+    [2, 2, 1, ["a"]],                      # missing field
+    [2, 99, 1],                            # unknown type
     {"v": 1},
 ])
 def test_malformed_frames_are_refused(frame: object) -> None:

@@ -1,4 +1,4 @@
-"""The server file: who serves, and the OS lock that elects exactly one server.
+"""The server-file election: who serves, and the OS lock that elects exactly one server.
 
 The fingerprint (unique name, timestamp, address, port, pid, epoch) is JSON,
 written to a random temp file in the same folder and renamed over the server file,
@@ -22,11 +22,18 @@ import socket
 import stat
 import tempfile
 import time
-from typing import Any, NamedTuple
+from typing import Any, Final
 
-from .errors import ServerFileError
+import psutil
 
-DEFAULT_NAME = ".pylocker.serverlocker"
+from ..errors import ServerFileError
+from .base import TOKEN_EPOCH_SHIFT, Fingerprint, first_token
+
+__all__ = ["TOKEN_EPOCH_SHIFT", "ElectionLock", "Fingerprint", "ServerFileElection", "ServerFileError",
+           "default_path", "first_token", "read", "someone_serves", "write"]
+
+DEFAULT_NAME: Final = ".pylocker.serverlocker"
+FRESH_FINGERPRINT: Final = 10.0  # seconds; a fingerprint from another host this recent names a live server
 
 
 def this_host() -> str:
@@ -35,18 +42,6 @@ def this_host() -> str:
 
 def default_path() -> str:
     return os.path.join(os.path.expanduser("~"), DEFAULT_NAME)
-
-
-class Fingerprint(NamedTuple):
-    unique_name: str
-    timestamp: float
-    address: str
-    port: int
-    pid: int
-    name: str = ""
-    epoch: int = 0
-    clients: tuple[str, ...] = ()
-    host: str = ""
 
 
 def _check_owned(info: os.stat_result, path: str) -> None:
@@ -113,7 +108,7 @@ def write(path: str, fingerprint: Fingerprint) -> None:
 
 
 class ElectionLock:
-    """The OS lock that makes its holder the one serving locker of a server file."""
+    """The OS lock that makes its holder the one serving locker of a server file (a Term)."""
 
     def __init__(self, server_file: str) -> None:
         self.path = server_file + ".lock"
@@ -154,6 +149,9 @@ class ElectionLock:
         os.fsync(fd)  # an epoch must never be handed out twice, even across a power loss
         return epoch
 
+    def resign(self) -> None:
+        self.release()
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
@@ -183,12 +181,37 @@ def someone_serves(server_file: str) -> bool:
     return False
 
 
-TOKEN_EPOCH_SHIFT = 40  # fencing token = epoch << 40 | grant number within the epoch
-
-
-def first_token(epoch: int) -> int:
-    return (epoch << TOKEN_EPOCH_SHIFT) + 1
-
-
 def is_fresh(fingerprint: Fingerprint, max_age: float) -> bool:
     return time.time() - fingerprint.timestamp <= max_age
+
+
+class ServerFileElection:
+    """The election through a server file and its ``.lock`` (one host, or a shared file system)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @property
+    def description(self) -> str:
+        return self.path
+
+    def campaign(self) -> ElectionLock | None:
+        election = ElectionLock(self.path)
+        return election if election.try_acquire() else None
+
+    def read(self) -> Fingerprint | None:
+        return read(self.path)
+
+    def publish(self, fingerprint: Fingerprint) -> None:
+        write(self.path, fingerprint)
+
+    def looks_alive(self, fingerprint: Fingerprint) -> bool:
+        if fingerprint.host == this_host():
+            # On this host the election lock tells for sure: a serving locker holds it.
+            if not someone_serves(self.path):
+                return False
+            try:
+                return bool(psutil.Process(fingerprint.pid).status() != psutil.STATUS_ZOMBIE)
+            except psutil.Error:
+                return False
+        return is_fresh(fingerprint, FRESH_FINGERPRINT)

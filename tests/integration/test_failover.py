@@ -17,7 +17,8 @@ import pytest
 
 import _workers
 from conftest import PASSWORD, wait_for
-from pylocker import ServerLocker, serverfile
+from pylocker import ServerLocker
+from pylocker.election import serverfile
 
 pytestmark = pytest.mark.integration
 SPAWN = multiprocessing.get_context("spawn")
@@ -224,7 +225,7 @@ def test_a_waiter_is_requeued_across_a_failover_and_keeps_its_deadline(server_fi
 
         thread = threading.Thread(target=lambda: outcome.append(waiter.acquire_lock("x", timeout=10)))
         thread.start()
-        wait_for(lambda: holder._server is not None and holder._server._table.waiters("x"))
+        wait_for(lambda: holder.node.server is not None and holder.node.server.waiters("x"))
         assert holder.release_lock(held) == (True, 1)
         thread.join(20)
         assert outcome[-1][0] is True         # re-queued waiters are served once the holder lets go

@@ -89,9 +89,9 @@ def test_blocked_waiter_is_handed_the_lock_on_release_without_spinning(serving: 
 def _wait_until_queued(serving: ServerLocker, name: str) -> None:
     from conftest import wait_for
 
-    server = serving._server
+    server = serving.node.server
     assert server is not None
-    wait_for(lambda: server._table.waiters(name))
+    wait_for(lambda: server.waiters(name))
 
 
 def test_stopped_client_frees_its_locks_for_others(serving: ServerLocker, make_locker: Any) -> None:

@@ -128,7 +128,7 @@ def test_traffic_reveals_neither_password_nor_lock_names(serving: ServerLocker) 
 
 
 def test_the_publication_port_refuses_a_peer_without_curve(serving: ServerLocker) -> None:
-    port = serving._server.pub_port  # type: ignore[union-attr]
+    port = int(serving.node.server.pub_endpoint)
     context = zmq.Context()
     plain = context.socket(zmq.SUB)
     plain.setsockopt(zmq.LINGER, 0)
@@ -201,7 +201,7 @@ def test_certificates_admit_listed_machines_only(server_file: str, tmp_path: Any
 
 
 def test_auth_guard_throttles_an_address_that_keeps_failing() -> None:
-    from pylocker.transport.sockets import AuthGuard
+    from pylocker.transport.zeromq import AuthGuard
 
     now = [0.0]
     guard = AuthGuard({b"good"}, logging.getLogger("test"), clock=lambda: now[0])
@@ -348,9 +348,9 @@ def test_a_lapsed_client_is_forgotten(make_locker: Any) -> None:
     server = make_locker(lease=0.5)
     client = make_locker()
     assert client.isClient
-    server_side = server._server
+    server_side = server.node.server
     wait_for(lambda: len(server_side.clients()) == 1)
-    client._client._running = False  # silence the client without saying goodbye
+    client.node.client._running = False  # silence the client without saying goodbye
     wait_for(lambda: not server_side.clients(), timeout=10)
 
 

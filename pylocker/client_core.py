@@ -1,0 +1,294 @@
+"""The connecting side's protocol logic, sans I/O: frames and the time in, frames and events out.
+
+Theory of operation
+-------------------
+``ClientCore`` is one connection to a serving locker, minus sockets, threads and
+clocks. The driver (``client.py``) asks it for requests (``request``), feeds it
+what arrives (``receive``, ``receive_published``) and the passing of time
+(``tick``), and collects with ``take()`` the frames to send and the events for
+the locker: replies to requests, locks taken away, publications, and a lapsed
+lease.
+
+The lease clock (the rule Chubby and ZooKeeper sessions keep)
+-------------------------------------------------------------
+The server frees a client's locks once it has heard nothing from it for
+``lease`` seconds. The client cannot know when the server last heard from it,
+but it knows a lower bound: the moment it *sent* the latest request that the
+server has answered. So the client considers its locks valid only until::
+
+    valid_until = acked_send + lease * (1 - LEASE_DRIFT)
+
+and reports ``LeaseLapsed`` when that passes without a newer answer. A lock
+granted under a ``maxLockTime`` is likewise given up (``LockExpired``) at the
+acquire's *send* time plus maxLockTime, less the same margin, not when the
+server's ``Expire`` arrives, which may come after the name is granted again. Because
+the server's "last heard" is never earlier than that send, the client stops
+believing in its locks before the server can re-grant them, provided its clock
+does not run more than ``LEASE_DRIFT`` slower than the server's. Heartbeats go
+out on the same clock (every ``lease / HEARTBEATS_PER_LEASE`` without an
+answered request), so a client busy publishing still renews its lease.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Any, Callable, Final, Iterator, NamedTuple, Union
+
+from . import protocol as p
+from .errors import RemoteProtocolError
+from .protocol import BROADCAST, topic_for
+
+HEARTBEAT_MAX: Final = 1.0  # seconds between heartbeats at most
+HEARTBEAT_MIN: Final = 0.02
+HEARTBEATS_PER_LEASE: Final = 4  # so that a late answer or two never lapses the lease
+LEASE_DRIFT: Final = 0.1  # the client's clock may run up to 10 % slower than the server's
+
+
+class Reply(NamedTuple):
+    """The answer to the request ``request_id``."""
+
+    request_id: int
+    message: p.Message
+
+
+class LockExpired(NamedTuple):
+    """The server took a lock away (maxLockTime, lease)."""
+
+    lock_id: str
+    reason: str
+
+
+class Refused(NamedTuple):
+    """A refusal that answers no waiting request (for the log)."""
+
+    code: int
+    detail: str
+
+
+class Publications(NamedTuple):
+    """Raw publication items (checked one by one by the mailbox) from one sender."""
+
+    sender: str
+    sender_name: str
+    items: list[Any]
+
+
+class LeaseLapsed(NamedTuple):
+    """No answer for a lease: every lock of this connection must be considered lost."""
+
+    reason: str
+
+
+class BadFrame(NamedTuple):
+    reason: str
+
+
+ClientEvent = Union[Reply, LockExpired, Refused, Publications, LeaseLapsed, BadFrame]
+
+
+class _Pending:
+    __slots__ = ("is_acquire", "sent_at")
+
+    def __init__(self, sent_at: float, is_acquire: bool) -> None:
+        self.sent_at = sent_at
+        self.is_acquire = is_acquire
+
+
+class ClientCore:
+    """One connection's calls, replies, heartbeats and lease clock."""
+
+    def __init__(self, *, name: str, unique_name: str, pid: int, now: float,
+                 request_ids: Iterator[int] | None = None) -> None:
+        """``request_ids``: shared by every connection of one locker, so that an id never
+        repeats under its identity and a late answer meant for an earlier connection can
+        never be taken for the answer to a new request."""
+        self.name = name
+        self.unique_name = unique_name
+        self.pid = pid
+        self.welcome: p.Welcome | None = None
+        self.lapsed = False
+        self.topic = topic_for(unique_name.encode())
+        self.dropped_publications = 0
+        self.malformed_publications = 0
+        self._ids = request_ids if request_ids is not None else itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._acked_send = now  # when the latest answered request left
+        self._last_heartbeat = now
+        self._seen: dict[bytes, int] = {}
+        self._expiries: dict[str, float] = {}  # held lock id -> when maxLockTime takes it
+        self._expiry_heap: list[tuple[float, str]] = []
+        self._sends: list[bytes] = []
+        self._events: list[ClientEvent] = []
+
+    # ------------------------------------------------------------------ output
+    def take(self) -> tuple[list[bytes], list[ClientEvent]]:
+        """Frames to send and events, in order, since the last ``take``."""
+        out = self._sends, self._events
+        self._sends, self._events = [], []
+        return out
+
+    # ---------------------------------------------------------------- requests
+    def hello(self, now: float) -> int:
+        """Say who we are; the answer is a ``Welcome``."""
+        return self.request(lambda rid: p.Hello(rid, self.name, self.unique_name, self.pid), now)
+
+    def request(self, build: Callable[[int], p.Message], now: float, *, is_acquire: bool = False) -> int:
+        """Send the message ``build(request_id)``; its answer comes as a ``Reply`` event."""
+        request_id = next(self._ids)
+        self._pending[request_id] = _Pending(now, is_acquire)
+        self._sends.append(p.encode(build(request_id)))
+        return request_id
+
+    def send(self, message: p.Message) -> None:
+        """Send a message nobody waits an answer for (request id 0)."""
+        if isinstance(message, p.Release):
+            self._expiries.pop(message.lock_id, None)
+        self._sends.append(p.encode(message))
+
+    def abandon(self, request_id: int) -> None:
+        """The caller stopped waiting: withdraw a queued acquire; a late grant is released."""
+        pending = self._pending.pop(request_id, None)
+        if pending is not None and pending.is_acquire:
+            self._sends.append(p.encode(p.Cancel(request_id)))
+
+    @property
+    def waiting(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._pending)
+
+    # ------------------------------------------------------------------- input
+    def receive(self, frame: bytes, now: float) -> None:
+        """One frame from the server's request channel."""
+        try:
+            message = p.decode(frame)
+        except RemoteProtocolError as exc:
+            self._events.append(BadFrame(str(exc)))
+            return
+        if isinstance(message, p.Expire):
+            if self._expiries.pop(message.lock_id, None) is not None or message.reason != "maxLockTime":
+                self._events.append(LockExpired(message.lock_id, message.reason))
+            return
+        self._answer(message)
+
+    def _answer(self, message: p.Message) -> None:
+        request_id = message.request_id
+        pending = self._pending.pop(request_id, None) if request_id else None
+        if pending is None:
+            if isinstance(message, p.Grant):
+                # Granted after its caller gave up: give it back at once.
+                self._sends.append(p.encode(p.Release(0, message.lock_id)))
+            elif isinstance(message, p.Error):
+                self._events.append(Refused(message.code, message.detail))
+            return
+        if pending.sent_at > self._acked_send:
+            self._acked_send = pending.sent_at
+        if isinstance(message, p.Welcome):
+            self.welcome = message
+        elif isinstance(message, p.Grant) and self.welcome is not None and self.welcome.max_lock_time:
+            # The server's clock for maxLockTime starts at the grant, never before our send.
+            expires_at = pending.sent_at + self.welcome.max_lock_time * (1 - LEASE_DRIFT)
+            self._expiries[message.lock_id] = expires_at
+            heapq.heappush(self._expiry_heap, (expires_at, message.lock_id))
+        self._events.append(Reply(request_id, message))
+
+    def receive_published(self, frames: list[bytes]) -> None:
+        """One multi-part message from the subscription: (topic, header[, items])."""
+        if len(frames) < 2 or frames[0] not in (BROADCAST, self.topic):
+            return
+        try:
+            header = p.decode(frames[1])
+        except RemoteProtocolError as exc:
+            self._events.append(BadFrame(f"publication header: {exc}"))
+            return
+        if isinstance(header, p.Probe):
+            self._answer(header)
+            return
+        if not isinstance(header, p.Published) or len(frames) != 3:
+            return
+        topic = frames[0]
+        expected = self._seen.get(topic)
+        if expected is not None and header.before > expected:
+            self.dropped_publications += header.before - expected
+        self._seen[topic] = header.before + header.item_count
+        if header.sender == self.unique_name:
+            return  # our own broadcast: delivered to ourselves when published, if asked
+        try:
+            items = p.decode_items(frames[2], header.item_count)
+        except RemoteProtocolError as exc:
+            self.malformed_publications += header.item_count
+            self._events.append(BadFrame(f"publication batch from {header.sender}: {exc}"))
+            return
+        self._events.append(Publications(header.sender, header.sender_name, items))
+
+    # -------------------------------------------------------------------- time
+    @property
+    def lease(self) -> float | None:
+        return self.welcome.lease if self.welcome is not None else None
+
+    @property
+    def valid_until(self) -> float | None:
+        """Until when this connection's locks are certainly still ours (None: no lease)."""
+        lease = self.lease
+        if lease is None:
+            return None
+        return self._acked_send + lease * (1 - LEASE_DRIFT)
+
+    def expiry(self, lock_id: str) -> float | None:
+        """When this client gives up ``lock_id`` by its maxLockTime clock (None: no limit)."""
+        return self._expiries.get(lock_id)
+
+    def keep_expiry(self, lock_id: str, expires_at: float) -> None:
+        """A lock re-claimed on this connection keeps the maxLockTime clock of its first grant."""
+        self._expiries[lock_id] = expires_at
+        heapq.heappush(self._expiry_heap, (expires_at, lock_id))
+
+    def holds(self, lock_id: str, now: float) -> bool:
+        """Whether a lock granted on this connection may still be taken as ours at ``now``."""
+        valid_until = self.valid_until
+        if self.lapsed or (valid_until is not None and now >= valid_until):
+            return False
+        expires_at = self._expiries.get(lock_id)
+        return expires_at is None or now < expires_at
+
+    def heartbeat_interval(self) -> float:
+        lease = self.lease
+        if lease is None:
+            return HEARTBEAT_MAX
+        return max(HEARTBEAT_MIN, min(HEARTBEAT_MAX, lease / HEARTBEATS_PER_LEASE))
+
+    def tick(self, now: float) -> None:
+        """Send a heartbeat when one is due; report a lapsed lease once, expired locks once."""
+        if self.welcome is None or self.lapsed:
+            return
+        heap = self._expiry_heap
+        while heap and heap[0][0] <= now:
+            expires_at, lock_id = heapq.heappop(heap)
+            if self._expiries.get(lock_id) == expires_at:
+                del self._expiries[lock_id]
+                self._events.append(LockExpired(lock_id, "maxLockTime"))
+                self._sends.append(p.encode(p.Release(0, lock_id)))  # we let go: free the name now
+        valid_until = self.valid_until
+        if valid_until is not None and now >= valid_until:
+            self.lapsed = True
+            self._events.append(LeaseLapsed("the serving locker has not answered for a lease"))
+            return
+        if now >= self._heartbeat_due():
+            self._last_heartbeat = now
+            self.request(p.Heartbeat, now)
+
+    def _heartbeat_due(self) -> float:
+        return max(self._acked_send, self._last_heartbeat) + self.heartbeat_interval()
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` has work to do next (None before the Welcome or after a lapse)."""
+        if self.welcome is None or self.lapsed:
+            return None
+        due = self._heartbeat_due()
+        heap = self._expiry_heap
+        while heap and self._expiries.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # released or told already
+        if heap:
+            due = min(due, heap[0][0])
+        valid_until = self.valid_until
+        return due if valid_until is None else min(due, valid_until)

@@ -1,0 +1,549 @@
+"""The locker node: one locker's role, election, failover and owned locks.
+
+Roles (``Role``)::
+
+    STOPPED --start()--> STARTING --won the election--> SERVING
+                                  --found a server----> CONNECTED
+    SERVING / CONNECTED --lost the server (reconnect on)--> FAILING_OVER --> SERVING | CONNECTED
+    any --stop()--> STOPPED
+
+Whatever the role, the node talks to the lock service through one ``Link``: the
+in-process ``Server`` while it serves, a ``Client`` while it is connected. Both
+offer the same operations with the same signatures, so nothing above the node
+asks which role it plays.
+
+Failover: when the link is lost, a failover thread re-runs the election (or
+reconnects by address) and re-claims every lock this locker still believes it
+holds, with its lock id and fencing token. Belief ends with the client's lease
+clock (``Client.valid_until``): a lock not re-claimed by then is reported lost,
+since the new server may grant it to another after a lease.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Final, Protocol
+
+from .client import Client
+from .dispatch import Dispatcher
+from .election.base import ElectionBackend, Fingerprint, Term, first_token
+from .election.serverfile import this_host
+from .errors import (
+    AuthenticationError,
+    LockTimeout,
+    NotConnected,
+    NotStarted,
+    PylockerError,
+    ServerFileError,
+)
+from .inbox import Inbox
+from .owned import OwnedLocks
+from .server import Server
+from .transport import address as addresses
+from .transport.address import Address
+from .transport.base import Security
+from .transport.keys import KeyPair, derive_keys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE: Final = 5.0
+MIN_GRACE: Final = 2.0  # seconds a new server waits at least for the previous clients' re-claims
+RETRY_FIRST: Final = 0.01  # seconds between election attempts, doubling up to RETRY_MAX
+RETRY_MAX: Final = 0.1
+SUCCESSOR_WAIT: Final = 0.5  # a failing-over client waits this long for a successor's fingerprint
+FAILOVER_CONNECT: Final = 1.0  # seconds one failover attempt waits for a server's answer
+
+LostCallback = Callable[[str, str], None]
+
+
+class Role(enum.Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    SERVING = "serving"
+    CONNECTED = "connected"
+    FAILING_OVER = "failing over"
+
+
+class Link(Protocol):
+    """The lock service as the node sees it: the in-process server or a client connection."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def server_name(self) -> str: ...
+
+    @property
+    def server_unique_name(self) -> str: ...
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def max_lock_time(self) -> float | None: ...
+
+    @property
+    def valid_until(self) -> float | None: ...
+
+    @property
+    def dropped_publications(self) -> int: ...
+
+    def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]: ...
+
+    def release(self, lock_id: str, *, held: bool = False) -> int: ...
+
+    def reclaim(self, lock_id: str, names: list[str], token: int) -> bool: ...
+
+    def reclaim_done(self) -> None: ...
+
+    def publish(self, receivers: list[str] | None, items: list[bytes]) -> None: ...
+
+
+@dataclass
+class NodeConfig:
+    """Everything a node needs to serve or connect (the facade builds it from the seed's arguments)."""
+
+    password: str
+    name: str
+    election: ElectionBackend | None  # None: never serve, connect by address only
+    max_lock_time: float | None = 120
+    listen: Address = Address("tcp", "127.0.0.1", 3000)
+    allow_serving: bool = True
+    reconnect: bool = False
+    connect_timeout: float = 20
+    lease: float | None = DEFAULT_LEASE
+    client_pair: KeyPair | None = None
+    admitted: frozenset[bytes] | None = None
+    receive_messages: bool = True
+
+
+def advertised(host: str) -> str:
+    """The address other machines reach a server listening on ``host`` at."""
+    if host in ("0.0.0.0", "*", "", "::"):  # noqa: S104 (recognising the wildcard, not binding it)
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
+    return host
+
+
+class LockerNode:
+    """One locker: serves or connects, fails over, and keeps the locks it holds."""
+
+    def __init__(self, config: NodeConfig, unique_name: str, inbox: Inbox, dispatcher: Dispatcher,
+                 logger: logging.Logger | None = None) -> None:
+        self.config = config
+        self.unique_name = unique_name
+        self.inbox = inbox
+        self.owned = OwnedLocks()
+        self._dispatcher = dispatcher
+        self._log: logging.Logger = logger if logger is not None else log
+        self._lost_callbacks: list[LostCallback] = []
+        self._role = Role.STOPPED
+        self._role_lock = threading.RLock()
+        self._link: Server | Client | None = None
+        self._term: Term | None = None
+        self.fingerprint: Fingerprint | None = None
+        self._connected_to: Address | None = None
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._online = threading.Event()  # set while serving or connected
+        self._closing = False
+        self._failover_thread: threading.Thread | None = None
+        self._believe_until: float | None = None  # during a failover: when our locks stop being ours
+        self._fresh_session = False  # the next connection starts with no locks (say goodbye first)
+        self._request_ids = itertools.count(1)  # never reused under this locker's identity
+
+    def renewed(self, unique_name: str) -> LockerNode:
+        """A fresh, stopped node with this one's configuration, inbox and callbacks (for ``reset``)."""
+        node = LockerNode(self.config, unique_name, self.inbox, self._dispatcher, self._log)
+        node._lost_callbacks = self._lost_callbacks
+        return node
+
+    def holds(self, lock_id: str) -> bool:
+        """Whether this locker may take ``lock_id`` as held right now (its own clocks included)."""
+        if lock_id not in self.owned:
+            return False
+        link = self._link
+        if isinstance(link, Client):
+            return link.holds(lock_id)
+        believe_until = self._believe_until
+        return link is not None or believe_until is None or time.monotonic() < believe_until
+
+    # ----------------------------------------------------------------- roles
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def link(self) -> Server | Client | None:
+        return self._link
+
+    @property
+    def server(self) -> Server | None:
+        """The in-process server while this locker serves."""
+        link = self._link
+        return link if isinstance(link, Server) and link.running else None
+
+    @property
+    def client(self) -> Client | None:
+        link = self._link
+        return link if isinstance(link, Client) and link.connected else None
+
+    @property
+    def can_serve(self) -> bool:
+        return self.config.allow_serving and self.config.election is not None
+
+    def _set_role(self, role: Role) -> None:
+        if role is not self._role:
+            self._log.debug("%s: %s -> %s", self.config.name, self._role.value, role.value)
+            self._role = role
+        if role in (Role.SERVING, Role.CONNECTED):
+            self._online.set()
+        else:
+            self._online.clear()
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> bool:
+        """Serve (if allowed and nobody serves) or connect to the elected server; True on success."""
+        if self._link is not None and self._link.alive:
+            return True
+        election = self.config.election
+        self._begin()
+        if election is None:
+            self._log.warning("%s has no server file and no address to connect to", self.config.name)
+            self._set_role(Role.STOPPED)
+            return False
+        deadline = time.monotonic() + self.config.connect_timeout
+        retry = RETRY_FIRST
+        while not self._closing:
+            try:
+                if self.can_serve and self._try_serve(election):
+                    return True
+                fp = election.read()
+            except (ServerFileError, OSError) as exc:
+                self._log.error("cannot use server file %r: %s", election.description, exc)
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._log.error("no serving locker found through %r within %s s", election.description,
+                                self.config.connect_timeout)
+                break
+            if fp is not None and election.looks_alive(fp):
+                try:
+                    self._open_client(self._address_of(fp), min(remaining, 5.0))
+                    return True
+                except AuthenticationError as exc:
+                    self._log.error("%s", exc)
+                    break
+                except NotConnected as exc:
+                    self._log.debug("serving locker %s did not answer: %s", fp.unique_name, exc)
+            # The elected server may still be writing its fingerprint: look again shortly.
+            self._stopped.wait(min(retry, max(0.0, remaining)))
+            retry = min(retry * 2, RETRY_MAX)
+        self._set_role(Role.STOPPED)
+        return False
+
+    def connect(self, address: Address, password: str | None, ntrials: int) -> bool:
+        """Connect to the serving locker at ``address``; True on success."""
+        if self._link is not None and self._link.alive:
+            self._log.warning("%s is already running; stop it before connecting elsewhere", self.config.name)
+            return False
+        if password is not None:
+            self.config.password = password
+        self._begin()
+        for trial in range(ntrials):
+            try:
+                self._open_client(address, self.config.connect_timeout / ntrials)
+                self._connected_to = address
+                return True
+            except AuthenticationError as exc:
+                self._log.error("%s", exc)
+                break
+            except NotConnected as exc:
+                self._log.warning("connection trial %d/%d to %s failed: %s", trial + 1, ntrials, address, exc)
+        self._set_role(Role.STOPPED)
+        return False
+
+    def _begin(self) -> None:
+        self._stopped.clear()
+        self._closing = False
+        self._connected_to = None
+        self._set_role(Role.STARTING)
+
+    def stop(self) -> None:
+        """Stop serving or close the connection; every lock held through this locker is released."""
+        with self._role_lock:
+            self._closing = True
+            link, term = self._link, self._term
+            self._link = self._term = None
+            self._set_role(Role.STOPPED)
+        self._stopped.set()
+        if isinstance(link, Client):
+            link.close()
+        elif isinstance(link, Server):
+            # The server file stays: it names the clients still connected, so that a
+            # successor gives them a grace period to re-claim their locks.
+            link.stop()
+        if term is not None:
+            term.resign()
+        self.owned.clear()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    # ----------------------------------------------------------------- locks
+    def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]:
+        """Lock ``names`` within ``timeout`` s; (lock id, fencing token). Waits out a failover."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            link = self._link
+            try:
+                if link is None:
+                    if self._failover_thread is None:
+                        raise NotStarted()
+                else:
+                    lock_id, token = link.acquire(names, timeout)
+                    self.owned.add(lock_id, names, token, link.expiry(lock_id) if isinstance(link, Client) else None)
+                    return lock_id, token
+            except (NotConnected, NotStarted) as exc:
+                if not self.config.reconnect or self._closing or isinstance(exc, AuthenticationError):
+                    raise
+                if self._link is link:
+                    self._online.clear()  # the failover has not noticed yet
+            # Failing over: wait for the next server, then ask again with what is left of the timeout.
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if (remaining is not None and remaining <= 0) or not self._online.wait(remaining):
+                raise LockTimeout(names, timeout)
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def release(self, lock_id: str) -> int:
+        """Release ``lock_id``: 1 released, 0 not held (so released)."""
+        if lock_id not in self.owned and self.owned.lost_reason(lock_id) is not None:
+            return 0  # lost already, and given up at the server when it was
+        for attempt in (1, 2):
+            link = self._link
+            try:
+                if link is None:
+                    raise NotStarted()
+                code = link.release(lock_id, held=lock_id in self.owned)
+            except (NotConnected, NotStarted):
+                # During a failover the lock is re-claimed first, then released.
+                if (attempt == 2 or not self.config.reconnect or self._closing or self._failover_thread is None
+                        or not self._online.wait(self.config.connect_timeout)):
+                    raise
+                continue
+            self.owned.forget(lock_id)
+            return code
+        raise NotConnected("the serving locker could not be reached")
+
+    def publish(self, receivers: list[str] | None, items: list[bytes]) -> None:
+        link = self._link
+        if link is None:
+            raise NotStarted()
+        link.publish(receivers, items)
+
+    def on_lock_lost(self, callback: LostCallback) -> None:
+        self._lost_callbacks.append(callback)
+
+    def _lost(self, lock_id: str, reason: str) -> None:
+        # Runs on an I/O thread: user callbacks go to the dispatcher thread, where they
+        # may call back into the locker.
+        if self.owned.lose(lock_id, reason):
+            self._log.warning("%s lost lock %s (%s)", self.config.name, lock_id, reason)
+            for callback in self._lost_callbacks:
+                self._dispatcher.submit(callback, lock_id, reason)
+
+    def _lose_all(self, reason: str) -> None:
+        for lock_id in self.owned.lose_all(reason):
+            self._log.warning("%s lost lock %s (%s)", self.config.name, lock_id, reason)
+            for callback in self._lost_callbacks:
+                self._dispatcher.submit(callback, lock_id, reason)
+
+    # --------------------------------------------------------------- serving
+    def _security(self, password: str) -> Security:
+        keys = derive_keys(password)
+        if self.config.client_pair is not None:
+            keys = keys._replace(client=self.config.client_pair)
+        return Security(keys, self.config.admitted)
+
+    def _try_serve(self, election: ElectionBackend) -> bool:
+        term = election.campaign()
+        if term is None:
+            return False
+        try:
+            previous = election.read()
+        except ServerFileError:
+            previous = None
+        config = self.config
+        lease = config.lease or DEFAULT_LEASE
+        recover_from = None
+        if previous is not None and previous.unique_name != self.unique_name and previous.clients:
+            # The previous server may have died with clients holding locks: give them a
+            # grace period to re-claim those before anything new is granted.
+            recover_from = set(previous.clients) - {self.unique_name}
+        server = Server(config.listen, self._security(config.password), name=config.name,
+                        unique_name=self.unique_name, max_lock_time=config.max_lock_time or None,
+                        lease=config.lease, epoch=term.epoch, first_token=first_token(term.epoch),
+                        recover_from=recover_from, grace=max(lease, MIN_GRACE), on_lost=self._lost,
+                        on_publications=self.inbox.deliver_packed, on_clients_changed=self._clients_changed,
+                        on_tick=self._refresh_fingerprint)
+        try:
+            server.start()
+            bound = server.address
+            fingerprint = Fingerprint(
+                self.unique_name, time.time(), advertised(bound.host) if bound.is_tcp else bound.url,
+                bound.port, os.getpid(), config.name, term.epoch, (), this_host())
+            election.publish(fingerprint)
+        except BaseException:
+            server.stop()
+            term.resign()
+            raise
+        with self._role_lock:
+            self._link, self._term, self.fingerprint = server, term, fingerprint
+            self._set_role(Role.SERVING)
+        self._log.info("%s serves on %s (election %s, epoch %d%s)", config.name, bound, election.description,
+                       term.epoch, ", recovering" if recover_from else "")
+        self._reclaim(server)
+        return True
+
+    def _reclaim(self, link: Server | Client) -> None:
+        """Take back on a new link every lock we still hold; report those refused as lost."""
+        for lock in self.owned.held():
+            if isinstance(link, Client):
+                granted = link.reclaim(lock.lock_id, list(lock.names), lock.token, lock.expires_at)
+            else:
+                granted = link.reclaim(lock.lock_id, list(lock.names), lock.token)
+            if not granted:
+                self._lost(lock.lock_id, "failover")
+        link.reclaim_done()
+
+    def _refresh_fingerprint(self) -> None:
+        fp = self.fingerprint
+        if self.server is not None and fp is not None:
+            self._publish_fingerprint(fp._replace(timestamp=time.time()))
+
+    def _clients_changed(self, clients: list[str]) -> None:
+        fp = self.fingerprint
+        if self.server is not None and fp is not None:
+            self._publish_fingerprint(fp._replace(timestamp=time.time(), clients=tuple(clients)))
+
+    def _publish_fingerprint(self, fingerprint: Fingerprint) -> None:
+        election = self.config.election
+        if election is None:
+            return
+        self.fingerprint = fingerprint
+        try:
+            election.publish(fingerprint)
+        except (OSError, ServerFileError) as exc:
+            self._log.error("cannot refresh server file %r: %s", election.description, exc)
+
+    # ------------------------------------------------------------ connecting
+    @staticmethod
+    def _address_of(fp: Fingerprint) -> Address:
+        return addresses.parse(fp.address, fp.port)
+
+    def _open_client(self, address: Address, timeout: float) -> Client:
+        config = self.config
+        client = Client(address, self._security(config.password), name=config.name,
+                        unique_name=self.unique_name, on_lost=self._lost, on_publications=self.inbox.deliver,
+                        on_connection_lost=self._connection_lost, subscribe=config.receive_messages,
+                        request_ids=self._request_ids)
+        welcome = client.connect(timeout, fresh=self._fresh_session)
+        self._fresh_session = False
+        with self._role_lock:
+            self._link = client
+            self.fingerprint = Fingerprint(welcome.server_unique_name, time.time(), address.host or address.url,
+                                           address.port, 0, welcome.server_name, welcome.epoch)
+            self._set_role(Role.CONNECTED)
+        self._log.info("%s connected to %s at %s", config.name, welcome.server_name, address)
+        return client
+
+    # -------------------------------------------------------------- failover
+    def _connection_lost(self, lapsed: bool) -> None:
+        # Runs on the lost client's I/O thread: hand the work to a failover thread.
+        link = self._link
+        if lapsed:
+            self._lose_all("lease")
+            self._fresh_session = True
+        elif isinstance(link, Client):
+            self._believe_until = link.valid_until
+        with self._role_lock:
+            if self._closing:
+                return
+            self._set_role(Role.FAILING_OVER)
+            if not self.config.reconnect:
+                self._log.error("%s lost the serving locker; reconnect is off", self.config.name)
+                self._lose_all("connection lost")
+                return
+            if self._failover_thread is not None and self._failover_thread.is_alive():
+                return
+            self._failover_thread = threading.Thread(target=self._failover, daemon=True,
+                                                     name=f"pylocker-failover-{self.config.name}")
+            self._failover_thread.start()
+
+    def _failover(self) -> None:
+        lost = self.fingerprint
+        started = time.monotonic()
+        self._log.warning("%s lost the serving locker %s; finding the next one", self.config.name,
+                          lost.unique_name if lost else "?")
+        retry = RETRY_FIRST
+        while not self._closing:
+            believe_until = self._believe_until
+            if believe_until is not None and time.monotonic() >= believe_until and len(self.owned):
+                self._lose_all("lease")  # not re-claimed in time: the next server may grant them
+                self._fresh_session = True
+            with self._role_lock:
+                if self._closing:
+                    break
+                old = self._link
+                self._link = None
+                if isinstance(old, Client):
+                    old.close(say_bye=False)
+                try:
+                    joined = self._rejoin(lost, time.monotonic() - started)
+                except AuthenticationError as exc:
+                    self._log.error("%s", exc)
+                    joined = False
+                except (NotConnected, ServerFileError, OSError) as exc:
+                    self._log.debug("failover attempt failed: %s", exc)
+                    joined = False
+            if joined:
+                self._believe_until = None
+                self._log.warning("%s is back after %.3f s, as %s", self.config.name, time.monotonic() - started,
+                                  self._role.value)
+                break
+            self._stopped.wait(retry)
+            retry = min(retry * 2, RETRY_MAX)
+        with self._role_lock:
+            self._failover_thread = None
+
+    def _rejoin(self, lost: Fingerprint | None, elapsed: float) -> bool:
+        """One attempt to serve or to connect again; re-claims our locks on success."""
+        if self._connected_to is not None:
+            client = self._open_client(self._connected_to, FAILOVER_CONNECT)
+        else:
+            election = self.config.election
+            if election is None:
+                return False
+            if self.can_serve and self._try_serve(election):
+                return True
+            fp = election.read()
+            if fp is None or not election.looks_alive(fp):
+                return False
+            if lost is not None and fp.unique_name == lost.unique_name and elapsed < SUCCESSOR_WAIT:
+                return False  # most likely a successor is about to publish its own fingerprint
+            client = self._open_client(self._address_of(fp), FAILOVER_CONNECT)
+        self._reclaim(client)
+        return True
+
+
+def describe_error(exc: PylockerError) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,419 @@
+"""The serving side's protocol logic, sans I/O: frames and the time in, frames and events out.
+
+Theory of operation
+-------------------
+``ServerCore`` is what a serving locker *is*, minus sockets, threads and clocks.
+The I/O driver (``server.py``) feeds it what arrives (``receive(peer, frames,
+now)``), calls for the serving locker's own threads (``local_acquire`` and its
+siblings) and the passing of time (``tick(now)``); after each call it collects
+the output with ``take()``:
+
+* ``sends``: (peer, frame) pairs for the request channel, in order;
+* ``broadcasts``: multi-part messages for the publish channel (topic first);
+* ``events``: what the serving locker itself must hear about (its own grants,
+  time-outs and lost locks, publications addressed to it, a changed client list).
+
+Rules kept here (the lock rules themselves live in ``table.py``):
+
+* **Dispatch by message type.** Each request type has one handler in a table;
+  anything else is refused with a numeric code (``errors.BAD_FRAME``), never
+  with a free string. A malformed frame costs its sender an error reply and a
+  log line at most; it never raises out of ``receive``.
+* **Any traffic renews a client's lease**, publications included, so a client
+  that publishes continuously keeps its locks.
+* **Recovery after a failover.** A core started with ``recover_from`` (the
+  previous server's clients) grants nothing new until each of them has said it
+  re-claimed what it held, or until ``grace`` has passed.
+* **Routing.** A publication for named receivers goes to each receiver's own
+  topic; one for everybody goes to the broadcast topic. Unknown receivers are
+  ignored. Each topic numbers what it carried, so a receiver can count what it
+  missed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Final, NamedTuple, Union
+
+from . import protocol as p
+from .errors import BAD_FRAME, DROPPED, NOT_HOLDER, RemoteProtocolError
+from .protocol import BROADCAST, topic_for
+from .table import Dropped, Effect, Expired, Granted, LockTable, TimedOut
+
+LOCAL: Final = b""  # the owner id of the serving locker's own requests
+MAX_DETAIL: Final = 200  # characters of a refusal's detail: never echo a peer's input at length
+BAD_FRAMES_LOGGED: Final = 5  # bad frames reported one by one per peer, before summaries
+MAX_TRACKED_PEERS: Final = 10_000
+
+
+class ClientInfo(NamedTuple):
+    name: str
+    unique_name: str
+    pid: int
+
+
+# ------------------------------------------------------------------ events
+class LocalGranted(NamedTuple):
+    """A queued request of the serving locker itself was granted."""
+
+    lock_id: str
+    token: int
+
+
+class LocalTimedOut(NamedTuple):
+    lock_id: str
+
+
+class LocalLost(NamedTuple):
+    """A lock of the serving locker itself was taken away (maxLockTime)."""
+
+    lock_id: str
+    reason: str
+
+
+class LocalPublications(NamedTuple):
+    """Publications addressed to the serving locker (``item_count`` packed items)."""
+
+    sender: str
+    sender_name: str
+    item_count: int
+    items: bytes
+
+
+class ClientsChanged(NamedTuple):
+    """Who a successor must wait for changed (``successor_must_wait_for``), for the server file."""
+
+    clients: tuple[str, ...]
+
+
+class BadFrame(NamedTuple):
+    """A peer sent something malformed; ``seen``: how many so far (for rate-limited logging)."""
+
+    peer: bytes
+    reason: str
+    seen: int
+
+
+class LockExpired(NamedTuple):
+    """A client's lock was taken away (for the log)."""
+
+    peer: bytes
+    lock_id: str
+    reason: str
+
+
+ServerEvent = Union[LocalGranted, LocalTimedOut, LocalLost, LocalPublications, ClientsChanged, BadFrame,
+                    LockExpired]
+Broadcast = tuple[bytes, ...]
+
+
+class Output(NamedTuple):
+    sends: list[tuple[bytes, bytes]]
+    broadcasts: list[Broadcast]
+    events: list[ServerEvent]
+
+
+class ServerCore:
+    """One serving locker's sessions, dispatch, routing and recovery, around a LockTable."""
+
+    def __init__(self, *, name: str, unique_name: str, now: float, max_lock_time: float | None = None,
+                 lease: float | None = None, epoch: int = 0, first_token: int = 1, pub_endpoint: str = "",
+                 recover_from: set[str] | None = None, grace: float = 5.0, id_prefix: str = "") -> None:
+        self.name = name
+        self.unique_name = unique_name
+        self.epoch = epoch
+        self.pub_endpoint = pub_endpoint
+        # After a failover: the clients of the previous server that may still hold locks.
+        self._expected = set(recover_from) if recover_from is not None else set()
+        self.table = LockTable(max_lock_time=max_lock_time, lease=lease, first_token=first_token,
+                               recover_until=now + grace if recover_from is not None else None)
+        self._clients: dict[bytes, ClientInfo] = {}
+        self._queued: dict[tuple[bytes, int], str] = {}  # (peer, request id) -> waiting lock id
+        self._topic_counts: dict[bytes, int] = {}
+        self._bad_frames: dict[bytes, int] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = id_prefix
+        self._clients_dirty = recover_from is not None  # the server file must name whom we wait for
+        self._sends: list[tuple[bytes, bytes]] = []
+        self._broadcasts: list[Broadcast] = []
+        self._events: list[ServerEvent] = []
+        # Each handler takes the decoded message of its own type (Any here: the table is keyed on that type).
+        self._handlers: dict[type, Callable[[bytes, ClientInfo | None, Any, float], None]] = {
+            p.Hello: self._on_hello,
+            p.Acquire: self._on_acquire,
+            p.Release: self._on_release,
+            p.Cancel: self._on_cancel,
+            p.Heartbeat: self._on_heartbeat,
+            p.Bye: self._on_bye,
+            p.Publish: self._on_publish,
+            p.SubscribeCheck: self._on_subscribe_check,
+            p.Reclaim: self._on_reclaim,
+            p.ReclaimDone: self._on_reclaim_done,
+        }
+
+    # ------------------------------------------------------------------ output
+    def take(self) -> Output:
+        """Everything produced since the last ``take``, in order; the core forgets it."""
+        if self._clients_dirty:
+            self._clients_dirty = False
+            self._events.append(ClientsChanged(self.successor_must_wait_for()))
+        out = Output(self._sends, self._broadcasts, self._events)
+        self._sends, self._broadcasts, self._events = [], [], []
+        return out
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._sends or self._broadcasts or self._events or self._clients_dirty)
+
+    # ----------------------------------------------------------- remote input
+    def receive(self, peer: bytes, frames: list[bytes], now: float) -> None:
+        """One message from ``peer`` (its frames after the routing id)."""
+        if len(frames) != 1:
+            self._bad_frame(peer, f"a {len(frames)}-part message (dropped)")
+            return
+        try:
+            message = p.decode(frames[0])
+        except RemoteProtocolError as exc:
+            self._bad_frame(peer, str(exc))
+            self._refuse(peer, 0, BAD_FRAME, f"bad frame: {exc}")
+            return
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self._refuse(peer, message.request_id, BAD_FRAME, f"{type(message).__name__} is not a request")
+            return
+        info = self._clients.get(peer)
+        if info is not None:
+            self.table.touch(peer, now)  # any traffic renews the lease
+        handler(peer, info, message, now)
+
+    def _known(self, peer: bytes, info: ClientInfo | None, now: float) -> ClientInfo:
+        if info is None:
+            # A client we had forgotten (its lease lapsed while it was frozen) is back.
+            info = self._clients[peer] = ClientInfo("", peer.decode("utf-8", "replace"), 0)
+            self._clients_dirty = True
+            self.table.touch(peer, now)
+        return info
+
+    def _on_hello(self, peer: bytes, info: ClientInfo | None, hello: p.Hello, now: float) -> None:
+        if info is None or info.unique_name != hello.unique_name or info.name != hello.name:
+            self._clients[peer] = ClientInfo(hello.name, hello.unique_name, hello.pid)
+            self._clients_dirty = True
+        self.table.touch(peer, now)
+        table = self.table
+        self._sends.append((peer, p.encode(p.Welcome(hello.request_id, self.unique_name, self.name,
+                                                     table.max_lock_time, table.lease, self.pub_endpoint,
+                                                     self.epoch))))
+
+    def _on_acquire(self, peer: bytes, info: ClientInfo | None, acquire: p.Acquire, now: float) -> None:
+        self._known(peer, info, now)
+        key = (peer, acquire.request_id)
+        if key in self._queued:
+            self._refuse(peer, acquire.request_id, BAD_FRAME, "request id in use")
+            return
+        lock_id = self.new_lock_id()
+        effects = self.table.acquire(lock_id, peer, acquire.names, acquire.timeout, now, tag=acquire.request_id)
+        if effects:
+            self._apply(effects)
+        else:
+            self._queued[key] = lock_id
+
+    def _on_release(self, peer: bytes, info: ClientInfo | None, release: p.Release, now: float) -> None:
+        self._known(peer, info, now)
+        held = self.table.get(release.lock_id)
+        if held is not None and held.owner != peer:
+            self._refuse(peer, release.request_id, NOT_HOLDER, "lock is held by another locker")
+            return
+        released, effects = self.table.release(release.lock_id, now, peer)
+        if effects:
+            self._apply(effects)
+        if release.request_id:  # 0: sent without waiting; only a refusal is worth an answer
+            self._sends.append((peer, p.encode(p.Released(release.request_id, 1 if released else 0))))
+
+    def _on_cancel(self, peer: bytes, info: ClientInfo | None, message: p.Cancel, now: float) -> None:
+        lock_id = self._queued.pop((peer, message.request_id), None)
+        if lock_id is not None:
+            _, effects = self.table.cancel(lock_id, now, peer)
+            self._apply(effects)
+
+    def _on_heartbeat(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
+        self._known(peer, info, now)
+        self._sends.append((peer, p.encode(p.Pong(message.request_id))))
+
+    def _on_bye(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
+        self.forget(peer, now)
+
+    def _on_publish(self, peer: bytes, info: ClientInfo | None, publish: p.Publish, now: float) -> None:
+        info = self._known(peer, info, now)
+        self._route(info.unique_name, info.name, publish.receivers, publish.item_count, publish.items)
+
+    def _on_subscribe_check(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
+        self._known(peer, info, now)
+        self._broadcasts.append((topic_for(peer), p.encode(p.Probe(message.request_id))))
+
+    def _on_reclaim(self, peer: bytes, info: ClientInfo | None, reclaim: p.Reclaim, now: float) -> None:
+        self._known(peer, info, now)
+        granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)
+        self._sends.append((peer, p.encode(p.Reclaimed(reclaim.request_id, granted))))
+
+    def _on_reclaim_done(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
+        if info is not None:
+            self.reclaim_done(info.unique_name, now)
+
+    # ------------------------------------------------------------ local input
+    def new_lock_id(self) -> str:
+        """A lock id in use nowhere in the table (re-claims bring ids of their own)."""
+        table = self.table
+        while True:
+            lock_id = f"{self._id_prefix}{next(self._ids):x}"
+            if table.get(lock_id) is None and not table.is_waiting(lock_id):
+                return lock_id
+
+    def local_acquire(self, lock_id: str, names: list[str], timeout: float | None, now: float) -> Effect | None:
+        """The serving locker asks for ``names``: Granted or TimedOut now, or None (queued).
+
+        A queued request is answered later by a ``LocalGranted`` or ``LocalTimedOut`` event.
+        """
+        effects = self.table.acquire(lock_id, LOCAL, names, timeout, now)
+        if not effects:
+            return None
+        first, rest = effects[0], effects[1:]
+        if rest:
+            self._apply(rest)
+        return first
+
+    def local_release(self, lock_id: str, now: float) -> bool:
+        released, effects = self.table.release(lock_id, now, LOCAL)
+        if effects:
+            self._apply(effects)
+        return released
+
+    def local_cancel(self, lock_id: str, now: float) -> bool:
+        """Withdraw a queued local request; False when it is no longer waiting (answered already)."""
+        cancelled, effects = self.table.cancel(lock_id, now, LOCAL)
+        self._apply(effects)
+        return cancelled
+
+    def local_reclaim(self, lock_id: str, names: list[str], token: int, now: float) -> bool:
+        return self.table.reclaim(lock_id, LOCAL, names, token, now)
+
+    def successor_must_wait_for(self) -> tuple[str, ...]:
+        """Who may hold locks if this server dies now: its clients, and those it still waits for.
+
+        A server that dies while recovering passes on the clients it was still waiting
+        for; otherwise its successor would grant their names while they still hold them.
+        """
+        names = dict.fromkeys(info.unique_name for info in self._clients.values())
+        names.update(dict.fromkeys(sorted(self._expected)))
+        return tuple(names)
+
+    def reclaim_done(self, unique_name: str, now: float) -> None:
+        """``unique_name`` has re-claimed all it held; recovery ends when nobody is left."""
+        if unique_name in self._expected:
+            self._clients_dirty = True
+        self._expected.discard(unique_name)
+        if not self._expected and self.table.recover_until is not None:
+            self._apply(self.table.end_recovery(now))
+
+    def publish(self, receivers: list[str] | None, count: int, items: bytes) -> None:
+        """Fan a batch of the serving locker's own publications out to the others."""
+        self._route(self.unique_name, self.name, receivers, count, items)
+
+    # -------------------------------------------------------------------- time
+    def tick(self, now: float) -> None:
+        """Apply every deadline due at ``now``, and forget clients whose lease lapsed."""
+        if self.table.next_deadline() is not None:
+            effects = self.table.expire(now)
+            if effects:
+                self._apply(effects)
+        if self.table.lease is not None:
+            lapsed = [peer for peer in self._clients if not self.table.is_leased(peer)]
+            for peer in lapsed:
+                del self._clients[peer]
+                self._topic_counts.pop(topic_for(peer), None)
+            if lapsed:
+                self._clients_dirty = True
+
+    def next_deadline(self) -> float | None:
+        return self.table.next_deadline()
+
+    def forget(self, peer: bytes, now: float) -> None:
+        """``peer`` said goodbye (or is gone for sure): free everything it held or waited for."""
+        if self._clients.pop(peer, None) is not None:
+            self._clients_dirty = True
+        self._topic_counts.pop(topic_for(peer), None)
+        for key in [k for k in self._queued if k[0] == peer]:
+            del self._queued[key]
+        effects = self.table.drop_owner(peer, now)
+        self._apply([e for e in effects if not isinstance(e, (Expired, Dropped))])
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def recovering(self) -> bool:
+        return self.table.recover_until is not None
+
+    def clients(self) -> dict[bytes, ClientInfo]:
+        return dict(self._clients)
+
+    def holder_info(self, owner: object) -> ClientInfo | None:
+        """Who ``owner`` (a table owner) is; None for the serving locker itself."""
+        if owner == LOCAL or not isinstance(owner, bytes):
+            return None
+        return self._clients.get(owner)
+
+    # --------------------------------------------------------------- internals
+    def _refuse(self, peer: bytes, request_id: int, code: int, detail: str) -> None:
+        self._sends.append((peer, p.encode(p.Error(request_id, code, detail[:MAX_DETAIL]))))
+
+    def _bad_frame(self, peer: bytes, reason: str) -> None:
+        counts = self._bad_frames
+        if peer not in counts and len(counts) >= MAX_TRACKED_PEERS:
+            counts.clear()  # bounded memory beats perfect accounting under a flood
+        count = counts[peer] = counts.get(peer, 0) + 1
+        if count <= BAD_FRAMES_LOGGED or count % 1000 == 0:
+            self._events.append(BadFrame(peer, reason[:MAX_DETAIL], count))
+
+    def _route(self, sender: str, sender_name: str, receivers: list[str] | None, count: int,
+               items: bytes) -> None:
+        if receivers is None:
+            topics = [BROADCAST]
+            local = sender != self.unique_name
+        else:
+            local = self.unique_name in receivers
+            clients = self._clients
+            topics = [topic_for(peer) for peer in {r.encode() for r in receivers if r != sender} if peer in clients]
+        counts = self._topic_counts
+        for topic in topics:
+            before = counts.get(topic, 0)
+            counts[topic] = before + count
+            self._broadcasts.append((topic, p.encode(p.Published(0, sender, sender_name, before, count)), items))
+        if local:
+            self._events.append(LocalPublications(sender, sender_name, count, items))
+
+    def _apply(self, effects: list[Effect]) -> None:
+        """Turn table effects into frames for clients and events for the serving locker."""
+        sends, events = self._sends, self._events
+        for effect in effects:
+            owner = effect.owner
+            if owner == LOCAL:
+                if isinstance(effect, Granted):
+                    events.append(LocalGranted(effect.lock_id, effect.token))
+                elif isinstance(effect, Expired):
+                    events.append(LocalLost(effect.lock_id, effect.reason))
+                else:
+                    events.append(LocalTimedOut(effect.lock_id))
+                continue
+            if not isinstance(owner, bytes):
+                continue
+            if isinstance(effect, Expired):
+                events.append(LockExpired(owner, effect.lock_id, effect.reason))
+                sends.append((owner, p.encode(p.Expire(0, effect.lock_id, effect.reason))))
+                continue
+            tag = effect.tag if isinstance(effect.tag, int) else 0
+            self._queued.pop((owner, tag), None)
+            if isinstance(effect, Granted):
+                frame = p.encode(p.Grant(tag, effect.lock_id, effect.token))
+            elif isinstance(effect, TimedOut):
+                frame = p.encode(p.Timeout(tag))
+            else:
+                frame = p.encode(p.Error(tag, DROPPED, f"request dropped: {effect.reason}"))
+            sends.append((owner, frame))
