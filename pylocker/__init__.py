@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import Locker as _seed_locker_module  # noqa: F401  (seed path pylocker.Locker.Locker)
+from . import ServerLocker as _seed_server_module  # noqa: F401  (seed path pylocker.ServerLocker.*)
 from ._meta import get_author, get_doc, get_email, get_pypi, get_repository, get_version
 from .errors import (
     AuthenticationError,
@@ -16,8 +18,6 @@ from .errors import (
     RemoteProtocolError,
     ServerFileError,
 )
-from . import Locker as _seed_locker_module  # noqa: F401  (seed path pylocker.Locker.Locker)
-from . import ServerLocker as _seed_server_module  # noqa: F401  (seed path pylocker.ServerLocker.*)
 from .legacy import Locker
 from .lock import Lock
 from .lockers import FACTORY, LockersFactory, ServerLocker, SingleLocker
@@ -30,10 +30,10 @@ __all__ = [
     "AuthenticationError",
     "LocalProtocolError",
     "Lock",
-    "Locker",
     "LockLost",
     "LockNotHeld",
     "LockTimeout",
+    "Locker",
     "LockersFactory",
     "NotConnected",
     "NotStarted",

@@ -9,8 +9,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .election import serverfile
 from ._meta import get_version
+from .election import serverfile
 from .errors import ServerFileError
 from .lockers import ServerLocker
 

@@ -14,7 +14,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Final, Iterator, Union
+from collections.abc import Iterator
+from typing import Any, Callable, Final, Union, cast
 
 from . import protocol as p
 from .client_core import BadFrame, ClientCore, ClientEvent, LeaseLapsed, LockExpired, Publications, Refused, Reply
@@ -415,7 +416,7 @@ class Client:
         entry = first
         while True:
             queued = entry.items
-            for item in (queued,) if type(queued) is bytes else queued:
+            for item in (queued,) if type(queued) is bytes else cast("list[bytes]", queued):
                 batch.append(item)
                 size += len(item)
                 if len(batch) >= BATCH_ITEMS or size >= BATCH_BYTES:

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Callable, Final, Iterator, NamedTuple, Union
+from collections.abc import Iterator
+from typing import Any, Callable, Final, NamedTuple, Union
 
 from . import protocol as p
 from .errors import RemoteProtocolError

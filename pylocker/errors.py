@@ -8,7 +8,8 @@ with ZooKeeper's codes).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Final, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, Final, TypeVar
 
 _E = TypeVar("_E", bound="type[PylockerError]")
 _BY_CODE: dict[int, type[PylockerError]] = {}

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from .dispatch import Dispatcher
-from .election import backend_for
-from .election import serverfile
+from .election import backend_for, serverfile
+from .election.base import ElectionBackend
 from .errors import LockTimeout, NotConnected, NotStarted, PylockerError, ServerFileError
 from .inbox import Inbox
 from .lock import Lock
@@ -79,9 +79,9 @@ class ServerLocker(MessagingMixin):
         listen = addresses.parse(listen_address, port)
         if logger is not False and logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError("logger must be a logging.Logger (or False for pylocker's own)")
-        for value, argument in ((key_file, "key_file"), (authorized_keys, "authorized_keys")):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"{argument} must be None or a path, not {type(value).__name__}")
+        for path, argument in ((key_file, "key_file"), (authorized_keys, "authorized_keys")):
+            if path is not None and not isinstance(path, str):
+                raise TypeError(f"{argument} must be None or a path, not {type(path).__name__}")
         if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
             raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
         check_bool(receive_messages, "receive_messages")
@@ -106,7 +106,7 @@ class ServerLocker(MessagingMixin):
         admitted = load_authorized_keys(authorized_keys) if authorized_keys is not None else None
         config = NodeConfig(
             password=password, name=self._name,
-            election=backend_for(self._serverFile) if isinstance(self._serverFile, str) else None,
+            election=self._election_backend(),
             max_lock_time=self._maxLockTime, listen=listen, allow_serving=allowServing, reconnect=reconnect,
             connect_timeout=connectTimeout, lease=lease,
             client_pair=load_key_pair(key_file) if key_file is not None else None,
@@ -331,7 +331,11 @@ class ServerLocker(MessagingMixin):
             raise RuntimeError("stop the locker before changing its server file")
         self._serverFile = os.path.abspath(serverFile) if isinstance(serverFile, str) else False
         if self._node is not None:
-            self._node.config.election = backend_for(self._serverFile) if isinstance(self._serverFile, str) else None
+            self._node.config.election = self._election_backend()
+
+    def _election_backend(self) -> ElectionBackend | None:
+        # Read in a method of its own: in __init__ mypy would keep _serverFile narrowed to False.
+        return backend_for(self._serverFile) if isinstance(self._serverFile, str) else None
 
     # ---------------------------------------------------------- fingerprint
     def get_running_server_fingerprint(self, serverFile: str | None = None, raiseNotFound: bool = False,
@@ -508,6 +512,8 @@ class LockersFactory:
 
     _instance: LockersFactory | None = None
     _guard = threading.Lock()
+    _lockers: dict[str, ServerLocker]  # set in __new__, once per process
+    _lock: threading.RLock
 
     def __new__(cls, *args: Any, **kwargs: Any) -> LockersFactory:
         with cls._guard:

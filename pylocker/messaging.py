@@ -10,12 +10,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import protocol
 from .errors import NotConnected, NotStarted, PylockerError
 from .mailbox import FLAG_REPLACE, FLAG_UNIQUE
-from .validation import check_bool, check_message, check_number, code_for, receivers as parse_receivers
+from .validation import check_bool, check_message, check_number, code_for
+from .validation import receivers as parse_receivers
 
 if TYPE_CHECKING:
     from .node import LockerNode
@@ -65,7 +67,7 @@ class MessagingMixin:
         # This is the message hot path: cheap exact-type checks first, explanations after.
         check_message(message)
         targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
-        publication_id = "%s%x" % (self._publication_prefix, next(self._publication_ids))
+        publication_id = f"{self._publication_prefix}{next(self._publication_ids):x}"
         sent_at = time.time()
         item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at, self._packer())
         if len(item) > MAX_ITEM:
@@ -96,7 +98,7 @@ class MessagingMixin:
         targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
         sent_at = time.time()
         pack, prefix, ids = self._packer().pack, self._publication_prefix, self._publication_ids
-        raw = [[message, payload, timeout, flags, "%s%x" % (prefix, next(ids)), sent_at]
+        raw = [[message, payload, timeout, flags, f"{prefix}{next(ids):x}", sent_at]
                for message, payload in zip(texts, values)]
         try:
             items = [pack(entry) for entry in raw]

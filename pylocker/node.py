@@ -106,6 +106,9 @@ class Link(Protocol):
     def publish(self, receivers: list[str] | None, items: list[bytes]) -> None: ...
 
 
+DEFAULT_LISTEN: Final = Address("tcp", "127.0.0.1", 3000)  # immutable: safe to share as a default
+
+
 @dataclass
 class NodeConfig:
     """Everything a node needs to serve or connect (the facade builds it from the seed's arguments)."""
@@ -114,7 +117,7 @@ class NodeConfig:
     name: str
     election: ElectionBackend | None  # None: never serve, connect by address only
     max_lock_time: float | None = 120
-    listen: Address = Address("tcp", "127.0.0.1", 3000)
+    listen: Address = DEFAULT_LISTEN
     allow_serving: bool = True
     reconnect: bool = False
     connect_timeout: float = 20
@@ -489,6 +492,11 @@ class LockerNode:
                                                      name=f"pylocker-failover-{self.config.name}")
             self._failover_thread.start()
 
+    def _closing_now(self) -> bool:
+        # Another thread may set _closing while a loop runs; a call keeps mypy from treating
+        # a re-check inside ``while not self._closing`` as unreachable.
+        return self._closing
+
     def _failover(self) -> None:
         lost = self.fingerprint
         started = time.monotonic()
@@ -501,7 +509,7 @@ class LockerNode:
                 self._lose_all("lease")  # not re-claimed in time: the next server may grant them
                 self._fresh_session = True
             with self._role_lock:
-                if self._closing:
+                if self._closing_now():
                     break
                 old = self._link
                 self._link = None

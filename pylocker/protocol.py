@@ -219,7 +219,7 @@ def _code(value: Any) -> bool:
     return type(value) is int and 0 <= value <= 255
 
 
-_SCHEMAS: Final[dict[int, tuple[type, tuple[Callable[[Any], bool], ...]]]] = {
+_SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]]]] = {
     1: (Hello, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _uint)),
     2: (Acquire, (_uint, _names, _optional_seconds)),
     3: (Release, (_uint, _text(MAX_TEXT))),
@@ -261,7 +261,7 @@ def decode(data: bytes) -> Message:
         raise RemoteProtocolError(f"frame of {len(data)} bytes exceeds {MAX_FRAME}")
     try:
         frame = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises many unrelated types for bad input
+    except Exception as exc:  # noqa: BLE001  msgpack raises many unrelated types for bad input
         raise RemoteProtocolError(f"undecodable frame: {exc.__class__.__name__}") from None
     if type(frame) is not list or len(frame) < 3:
         raise RemoteProtocolError("a frame must be an array [version, type, request_id, ...]")
@@ -277,7 +277,7 @@ def decode(data: bytes) -> Message:
     for index, (check, value) in enumerate(zip(checks, fields)):
         if not check(value):
             raise RemoteProtocolError(f"{cls.__name__} field {cls._fields[index]} is invalid")
-    return cls(*fields)  # type: ignore[no-any-return]
+    return cls(*fields)
 
 
 # -------------------------------------------------------------- publications
@@ -295,7 +295,7 @@ def encode_item(message: str, payload: Any, timeout: float | None, flags: int, p
     try:
         if packer is None:
             return msgpack.packb([message, payload, timeout, flags, publication_id, time], use_bin_type=True)
-        return packer.pack([message, payload, timeout, flags, publication_id, time])  # type: ignore[no-any-return]
+        return packer.pack([message, payload, timeout, flags, publication_id, time])
     except (TypeError, ValueError, OverflowError) as exc:
         if packer is not None:
             packer.reset()  # a failed pack may leave bytes behind in the packer's buffer
@@ -323,7 +323,7 @@ def decode_items(blob: bytes, count: int) -> list[Any]:
     """The items of a batch, unchecked one by one (the receiver checks each as it stores it)."""
     try:
         items = msgpack.unpackb(blob, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises many unrelated types for bad input
+    except Exception as exc:  # noqa: BLE001  msgpack raises many unrelated types for bad input
         raise RemoteProtocolError(f"undecodable publication batch: {exc.__class__.__name__}") from None
     if type(items) is not list or len(items) != count:
         raise RemoteProtocolError("publication batch does not hold its announced count")

@@ -318,7 +318,7 @@ class Server:
     def _run(self) -> None:
         try:
             transport = listen(self._requested, self._security, log)
-        except BaseException as exc:  # reported to start()'s caller
+        except BaseException as exc:  # noqa: BLE001  reported to start()'s caller, who re-raises it
             self._start_error = exc
             self._started.set()
             return

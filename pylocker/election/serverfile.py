@@ -14,6 +14,7 @@ fencing tokens carry it in their high bits, so they keep growing across failover
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -100,10 +101,8 @@ def write(path: str, fingerprint: Fingerprint) -> None:
             handle.write(data)
         os.replace(temp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temp)
-        except OSError:
-            pass
         raise
 
 

@@ -15,7 +15,8 @@ cross this boundary as pylocker errors only (``NotConnected``, ``ListenError``,
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator, NamedTuple, Protocol, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Callable, NamedTuple, Protocol
 
 from .address import Address
 from .keys import CurveKeys
