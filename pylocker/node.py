@@ -40,7 +40,6 @@ from .errors import (
     LockTimeout,
     NotConnected,
     NotStarted,
-    PylockerError,
     ServerFileError,
 )
 from .inbox import Inbox
@@ -78,19 +77,11 @@ class Link(Protocol):
     def alive(self) -> bool: ...
 
     @property
-    def server_name(self) -> str: ...
-
-    @property
-    def server_unique_name(self) -> str: ...
-
-    @property
-    def epoch(self) -> int: ...
-
-    @property
     def max_lock_time(self) -> float | None: ...
 
     @property
-    def valid_until(self) -> float | None: ...
+    def valid_until(self) -> float | None:
+        """Until when this link's locks are certainly ours (None: no limit of its own)."""
 
     @property
     def dropped_publications(self) -> int: ...
@@ -99,11 +90,20 @@ class Link(Protocol):
 
     def release(self, lock_id: str, *, held: bool = False) -> int: ...
 
-    def reclaim(self, lock_id: str, names: list[str], token: int) -> bool: ...
+    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None) -> bool: ...
 
     def reclaim_done(self) -> None: ...
 
     def publish(self, receivers: list[str] | None, items: list[bytes]) -> None: ...
+
+    def expiry(self, lock_id: str) -> float | None:
+        """When this locker's own maxLockTime clock takes ``lock_id`` (None: no such clock)."""
+
+    def holds(self, lock_id: str) -> bool:
+        """Whether a lock held through this link may still be taken as ours (its clocks)."""
+
+    def close(self, say_bye: bool = True) -> None:
+        """Stop serving, or close the connection (``say_bye``: the server frees our locks)."""
 
 
 DEFAULT_LISTEN: Final = Address("tcp", "127.0.0.1", 3000)  # immutable: safe to share as a default
@@ -151,7 +151,7 @@ class LockerNode:
         self._lost_callbacks: list[LostCallback] = []
         self._role = Role.STOPPED
         self._role_lock = threading.RLock()
-        self._link: Server | Client | None = None
+        self._link: Link | None = None
         self._term: Term | None = None
         self.fingerprint: Fingerprint | None = None
         self._connected_to: Address | None = None
@@ -175,10 +175,10 @@ class LockerNode:
         if lock_id not in self.owned:
             return False
         link = self._link
-        if isinstance(link, Client):
+        if link is not None:
             return link.holds(lock_id)
-        believe_until = self._believe_until
-        return link is not None or believe_until is None or time.monotonic() < believe_until
+        believe_until = self._believe_until  # failing over: believe until the lost link's clock ran out
+        return believe_until is None or time.monotonic() < believe_until
 
     # ----------------------------------------------------------------- roles
     @property
@@ -186,7 +186,7 @@ class LockerNode:
         return self._role
 
     @property
-    def link(self) -> Server | Client | None:
+    def link(self) -> Link | None:
         return self._link
 
     @property
@@ -289,12 +289,10 @@ class LockerNode:
             self._link = self._term = None
             self._set_role(Role.STOPPED)
         self._stopped.set()
-        if isinstance(link, Client):
+        if link is not None:
+            # A serving locker leaves the server file: it names the clients still connected,
+            # so that a successor gives them a grace period to re-claim their locks.
             link.close()
-        elif isinstance(link, Server):
-            # The server file stays: it names the clients still connected, so that a
-            # successor gives them a grace period to re-claim their locks.
-            link.stop()
         if term is not None:
             term.resign()
         self.owned.clear()
@@ -314,7 +312,7 @@ class LockerNode:
                         raise NotStarted()
                 else:
                     lock_id, token = link.acquire(names, timeout)
-                    self.owned.add(lock_id, names, token, link.expiry(lock_id) if isinstance(link, Client) else None)
+                    self.owned.add(lock_id, names, token, link.expiry(lock_id))
                     return lock_id, token
             except (NotConnected, NotStarted) as exc:
                 if not self.config.reconnect or self._closing or isinstance(exc, AuthenticationError):
@@ -417,14 +415,10 @@ class LockerNode:
         self._reclaim(server)
         return True
 
-    def _reclaim(self, link: Server | Client) -> None:
+    def _reclaim(self, link: Link) -> None:
         """Take back on a new link every lock we still hold; report those refused as lost."""
         for lock in self.owned.held():
-            if isinstance(link, Client):
-                granted = link.reclaim(lock.lock_id, list(lock.names), lock.token, lock.expires_at)
-            else:
-                granted = link.reclaim(lock.lock_id, list(lock.names), lock.token)
-            if not granted:
+            if not link.reclaim(lock.lock_id, list(lock.names), lock.token, lock.expires_at):
                 self._lost(lock.lock_id, "failover")
         link.reclaim_done()
 
@@ -476,7 +470,7 @@ class LockerNode:
         if lapsed:
             self._lose_all("lease")
             self._fresh_session = True
-        elif isinstance(link, Client):
+        elif link is not None:
             self._believe_until = link.valid_until
         with self._role_lock:
             if self._closing:
@@ -513,7 +507,7 @@ class LockerNode:
                     break
                 old = self._link
                 self._link = None
-                if isinstance(old, Client):
+                if old is not None:
                     old.close(say_bye=False)
                 try:
                     joined = self._rejoin(lost, time.monotonic() - started)
@@ -552,6 +546,3 @@ class LockerNode:
         self._reclaim(client)
         return True
 
-
-def describe_error(exc: PylockerError) -> str:
-    return f"{type(exc).__name__}: {exc}"

@@ -176,8 +176,11 @@ class Server:
         self._after(events)
         return 1 if released else 0
 
-    def reclaim(self, lock_id: str, names: list[str], token: int) -> bool:
-        """Take back one of the serving locker's own locks after a failover."""
+    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None) -> bool:
+        """Take back one of the serving locker's own locks after a failover.
+
+        ``expires_at`` is ignored: this table's own maxLockTime clock applies.
+        """
         with self._mutex:
             return self._core.local_reclaim(lock_id, names, token, self._clock())
 
@@ -205,13 +208,15 @@ class Server:
     def valid_until(self) -> float | None:
         return None  # the serving locker is the authority on its own locks
 
-    @property
-    def server_name(self) -> str:
-        return self.name
+    def expiry(self, lock_id: str) -> float | None:
+        return None  # its maxLockTime is applied by its own table, which tells it (LocalLost)
 
-    @property
-    def server_unique_name(self) -> str:
-        return self.unique_name
+    def holds(self, lock_id: str) -> bool:
+        return True  # nothing lapses between the serving locker and its own table
+
+    def close(self, say_bye: bool = True) -> None:
+        """Stop serving (``say_bye`` is for client links)."""
+        self.stop()
 
     # ------------------------------------------------------------------ queries
     @property

@@ -66,17 +66,21 @@ class Suite:
             curve.stop()
         return out
 
+    def _run_together(self, workers: list[Worker], ready: float, slack: float) -> list[dict[str, Any]]:
+        """Wait until every worker is ready, start them at one instant, collect their results, stop them."""
+        try:
+            for worker in workers:
+                worker.recv(ready)
+            go(workers)
+            return [worker.recv(self.duration + slack) for worker in workers]
+        finally:
+            for worker in workers:
+                worker.stop()
+
     def _echo_clients(self, d: Path, spec: dict[str, Any], count: int, tag: str) -> dict[str, Any]:
         clients = [Worker(self.python, "echo-client", dict(spec, duration=self.duration, slices=self.slices),
                           f"echo-{tag}-client{i}", d) for i in range(count)]
-        try:
-            for c in clients:
-                c.recv(20)
-            go(clients)
-            results = [c.recv(self.duration + 20) for c in clients]
-        finally:
-            for c in clients:
-                c.stop()
+        results = self._run_together(clients, ready=20, slack=20)
         rtts = [r["rtt"]["p50"] for r in results]
         return {**_rates(results), "per_process": [r["ops"] for r in results],
                 "rtt_p50": sorted(rtts)[len(rtts) // 2], "rtt_p99": max(r["rtt"]["p99"] for r in results)}
@@ -116,14 +120,7 @@ class Suite:
                  names: Callable[[int], list[str]], tag: str) -> dict[str, Any]:
         clients = [Worker(python, "lock-client", dict(base, mode=mode, names=names(i)),
                           f"{base['impl']}-{tag}-client{i}", d) for i in range(count)]
-        try:
-            for c in clients:
-                c.recv(60)
-            go(clients)
-            results = [c.recv(self.duration + 30) for c in clients]
-        finally:
-            for c in clients:
-                c.stop()
+        results = self._run_together(clients, ready=60, slack=30)
         return {**_rates(results), "per_process": [r["ops"] for r in results],
                 "failures": sum(r["failures"] for r in results),
                 "acquire_p50": max(r["acquire"]["p50"] or 0 for r in results),
@@ -137,14 +134,7 @@ class Suite:
         handover.write_bytes(bytes(HANDOVER.size))
         spec = dict(base, mode="counter", names=["bench/shared"], counter=str(counter), handover=str(handover))
         clients = [Worker(python, "lock-client", spec, f"{base['impl']}-4x1-client{i}", d) for i in range(4)]
-        try:
-            for c in clients:
-                c.recv(60)
-            go(clients)
-            results = [c.recv(self.duration + 30) for c in clients]
-        finally:
-            for c in clients:
-                c.stop()
+        results = self._run_together(clients, ready=60, slack=30)
         counts = [r["ops"] for r in results]
         mean = sum(counts) / len(counts)
         spread = max(abs(c / mean - 1) for c in counts) if mean else None
