@@ -203,7 +203,7 @@ class Client:
         """
         reply = self._call(lambda rid: p.Reclaim(rid, lock_id, names, token), timeout)
         if isinstance(reply, p.Reclaimed):
-            if reply.granted and expires_at is not None:
+            if reply.granted:
                 with self._lock:
                     self._core.keep_expiry(lock_id, expires_at)
             return reply.granted

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Iterator
 from typing import Any, Callable, Final, NamedTuple, Union
 
@@ -117,8 +118,10 @@ class ClientCore:
         self._acked_send = now  # when the latest answered request left
         self._last_heartbeat = now
         self._seen: dict[bytes, int] = {}
-        self._expiries: dict[str, float] = {}  # held lock id -> when maxLockTime takes it
-        self._expiry_heap: list[tuple[float, str]] = []
+        # Every lock held through this connection -> when our maxLockTime clock gives it up
+        # (infinity without one). A lock leaves it when released, expired or taken away.
+        self._held: dict[str, float] = {}
+        self._expiry_heap: list[tuple[float, str]] = []  # (give-up time, lock id); stale entries skipped
         self._sends: list[bytes] = []
         self._events: list[ClientEvent] = []
 
@@ -138,14 +141,17 @@ class ClientCore:
         """Send the message ``build(request_id)``; its answer comes as a ``Reply`` event."""
         request_id = next(self._ids)
         self._pending[request_id] = _Pending(now, is_acquire)
-        self._sends.append(p.encode(build(request_id)))
+        self._sends.append(self._encode(build(request_id)))
         return request_id
 
     def send(self, message: p.Message) -> None:
         """Send a message nobody waits an answer for (request id 0)."""
-        if isinstance(message, p.Release):
-            self._expiries.pop(message.lock_id, None)
-        self._sends.append(p.encode(message))
+        self._sends.append(self._encode(message))
+
+    def _encode(self, message: p.Message) -> bytes:
+        if type(message) is p.Release:
+            self._held.pop(message.lock_id, None)  # from its sending on, the lock is not ours
+        return p.encode(message)
 
     def abandon(self, request_id: int) -> None:
         """The caller stopped waiting: withdraw a queued acquire; a late grant is released."""
@@ -167,7 +173,8 @@ class ClientCore:
             self._events.append(BadFrame(str(exc)))
             return
         if isinstance(message, p.Expire):
-            if self._expiries.pop(message.lock_id, None) is not None or message.reason != "maxLockTime":
+            # maxLockTime: unless our own clock has told already (or we let go first).
+            if self._held.pop(message.lock_id, None) is not None or message.reason != "maxLockTime":
                 self._events.append(LockExpired(message.lock_id, message.reason))
             return
         self._answer(message)
@@ -186,11 +193,11 @@ class ClientCore:
             self._acked_send = pending.sent_at
         if isinstance(message, p.Welcome):
             self.welcome = message
-        elif isinstance(message, p.Grant) and self.welcome is not None and self.welcome.max_lock_time:
+        elif isinstance(message, p.Grant):
+            max_lock_time = self.welcome.max_lock_time if self.welcome is not None else None
             # The server's clock for maxLockTime starts at the grant, never before our send.
-            expires_at = pending.sent_at + self.welcome.max_lock_time * (1 - LEASE_DRIFT)
-            self._expiries[message.lock_id] = expires_at
-            heapq.heappush(self._expiry_heap, (expires_at, message.lock_id))
+            self.keep_expiry(message.lock_id,
+                             pending.sent_at + max_lock_time * (1 - LEASE_DRIFT) if max_lock_time else None)
         self._events.append(Reply(request_id, message))
 
     def receive_published(self, frames: list[bytes]) -> None:
@@ -236,21 +243,25 @@ class ClientCore:
         return self._acked_send + lease * (1 - LEASE_DRIFT)
 
     def expiry(self, lock_id: str) -> float | None:
-        """When this client gives up ``lock_id`` by its maxLockTime clock (None: no limit)."""
-        return self._expiries.get(lock_id)
+        """When this client gives up ``lock_id`` by its maxLockTime clock (None: no limit, or not held)."""
+        expires_at = self._held.get(lock_id, math.inf)
+        return None if expires_at == math.inf else expires_at
 
-    def keep_expiry(self, lock_id: str, expires_at: float) -> None:
-        """A lock re-claimed on this connection keeps the maxLockTime clock of its first grant."""
-        self._expiries[lock_id] = expires_at
-        heapq.heappush(self._expiry_heap, (expires_at, lock_id))
+    def keep_expiry(self, lock_id: str, expires_at: float | None) -> None:
+        """Hold ``lock_id`` through this connection until ``expires_at`` (None: no maxLockTime clock).
+
+        Grants call it; a lock re-claimed on a new connection keeps its first grant's clock.
+        """
+        self._held[lock_id] = math.inf if expires_at is None else expires_at
+        if expires_at is not None:
+            heapq.heappush(self._expiry_heap, (expires_at, lock_id))
 
     def holds(self, lock_id: str, now: float) -> bool:
         """Whether a lock granted on this connection may still be taken as ours at ``now``."""
         valid_until = self.valid_until
         if self.lapsed or (valid_until is not None and now >= valid_until):
             return False
-        expires_at = self._expiries.get(lock_id)
-        return expires_at is None or now < expires_at
+        return now < self._held.get(lock_id, -math.inf)
 
     def heartbeat_interval(self) -> float:
         lease = self.lease
@@ -265,8 +276,8 @@ class ClientCore:
         heap = self._expiry_heap
         while heap and heap[0][0] <= now:
             expires_at, lock_id = heapq.heappop(heap)
-            if self._expiries.get(lock_id) == expires_at:
-                del self._expiries[lock_id]
+            if self._held.get(lock_id) == expires_at:
+                del self._held[lock_id]
                 self._events.append(LockExpired(lock_id, "maxLockTime"))
                 self._sends.append(p.encode(p.Release(0, lock_id)))  # we let go: free the name now
         valid_until = self.valid_until
@@ -287,7 +298,7 @@ class ClientCore:
             return None
         due = self._heartbeat_due()
         heap = self._expiry_heap
-        while heap and self._expiries.get(heap[0][1]) != heap[0][0]:
+        while heap and self._held.get(heap[0][1]) != heap[0][0]:
             heapq.heappop(heap)  # released or told already
         if heap:
             due = min(due, heap[0][0])

@@ -378,9 +378,11 @@ class ServerCore:
             topics = [BROADCAST]
             local = sender != self.unique_name
         else:
-            local = self.unique_name in receivers
+            local = sender != self.unique_name and self.unique_name in receivers  # toSelf is the sender's choice
             clients = self._clients
-            topics = [topic_for(peer) for peer in {r.encode() for r in receivers if r != sender} if peer in clients]
+            # An ordered set, so that routing does not depend on the interpreter's hash seed.
+            peers = dict.fromkeys(r.encode() for r in receivers if r != sender)
+            topics = [topic_for(peer) for peer in peers if peer in clients]
         counts = self._topic_counts
         for topic in topics:
             before = counts.get(topic, 0)

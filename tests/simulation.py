@@ -305,7 +305,7 @@ class Actor:
             elif isinstance(message, p.Reclaimed):
                 lock_id = self.reclaiming.pop(event.request_id, "")
                 held = self.believed.get(lock_id)
-                if message.granted and held is not None and held.expires_at is not None and self.core is not None:
+                if message.granted and held is not None and self.core is not None:
                     self.core.keep_expiry(lock_id, held.expires_at)
                 if not message.granted and lock_id in self.believed:
                     world.trace(f"{self.name} re-claim of {lock_id} refused")

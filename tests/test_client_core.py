@@ -452,9 +452,6 @@ def test_a_lock_under_max_lock_time_expires_by_the_clients_own_clock_once() -> N
     assert not [e for e in events(core) if isinstance(e, LockExpired)]
 
 
-@pytest.mark.xfail(strict=True, reason="ClientCore forgets a lock's maxLockTime clock once it reports the "
-                                       "expiry (tick) or hears the server's Expire, and holds() takes a lock "
-                                       "without a clock as unlimited: the lost lock is held again")
 @pytest.mark.parametrize("how", ["client-clock", "server-expire"])
 def test_an_expired_lock_is_not_held_any_more(how: str) -> None:
     core = welcomed(lease=1000.0, max_lock_time=MAX_LOCK_TIME)
@@ -487,9 +484,6 @@ def test_a_released_lock_does_not_expire() -> None:
     assert not [e for e in events(core) if isinstance(e, LockExpired)]
 
 
-@pytest.mark.xfail(strict=True, reason="ClientCore only forgets a lock's maxLockTime clock on send(Release), "
-                                       "not when a Release sent with request() is answered Released(1): the "
-                                       "released lock is later reported LockExpired")
 def test_a_lock_released_with_an_answered_request_does_not_expire() -> None:
     core = welcomed(lease=1000.0, max_lock_time=MAX_LOCK_TIME)
     _granted(core, 1.0, 1.1)
@@ -508,9 +502,6 @@ def test_an_expire_for_another_reason_is_always_reported(reason: str) -> None:
     assert events(core) == [LockExpired("unknown-lock", reason)]
 
 
-@pytest.mark.xfail(strict=True, reason="ClientCore drops a server's Expire(maxLockTime) for a lock it keeps no "
-                                       "maxLockTime clock for (welcome without max_lock_time, then the serving "
-                                       "locker's setMaximumLockTime): the holder never learns its lock was taken")
 def test_a_max_lock_time_expire_is_reported_without_a_client_clock() -> None:
     core = welcomed(lease=1000.0, max_lock_time=None)  # the server had no maxLockTime at the welcome
     _granted(core, 1.0, 1.1)

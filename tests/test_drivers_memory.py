@@ -249,9 +249,6 @@ def test_a_fresh_connection_says_bye_for_the_previous_one(server: Server,
     assert again.release(lock_y) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="MemoryClientTransport.close() discards the requests the server has not "
-                                       "read yet (_detach drops the link and its queue), so Client.close()'s "
-                                       "Bye is lost and the closed client's locks stay held until its lease lapses")
 def test_a_request_sent_just_before_close_still_reaches_the_server(address: Address, security: Security) -> None:
     log = logging.getLogger("pylocker.test.drivers")
     transport = MemoryTransport()

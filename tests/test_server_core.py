@@ -809,9 +809,6 @@ def test_the_serving_lockers_own_publications() -> None:
     assert out.events == []
 
 
-@pytest.mark.xfail(strict=True, reason="ServerCore.publish hands the serving locker's own publication back to "
-                                       "it when its unique name is among the receivers (the pre-core server "
-                                       "passed deliver_locally=False)")
 def test_the_serving_locker_never_receives_its_own_publication() -> None:
     core = make_core()
     hello(core, A)

@@ -79,12 +79,13 @@ def _name_of(address: Address) -> str:
 class _Link:
     """One client's connection, as the server sees it: its peer id and its request queue."""
 
-    __slots__ = ("client", "peer", "requests")
+    __slots__ = ("client", "closed", "peer", "requests")
 
     def __init__(self, peer: bytes, client: MemoryClientTransport) -> None:
         self.peer = peer
         self.client = client
         self.requests: collections.deque[bytes] = collections.deque()
+        self.closed = False  # the client closed; what it sent before is still read
 
 
 class MemoryServerTransport:
@@ -126,16 +127,21 @@ class MemoryServerTransport:
 
     def _detach(self, link: _Link) -> None:
         with self._cond:
-            if self._links.get(link.peer) is link:
-                del self._links[link.peer]
-                self._ready.pop(link.peer, None)
             self._subscribers.discard(link.client)
+            if self._links.get(link.peer) is not link:
+                return
+            if link.requests:
+                # As a socket's linger does: what the client sent before closing (its Bye,
+                # say) still reaches the server; the connection goes once that is read.
+                link.closed = True
+            else:
+                del self._links[link.peer]
 
     def _accept(self, link: _Link, frame: bytes) -> None:
         with self._cond:
             if self._closed:
                 raise NotConnected(f"the server at memory://{self._name} is closed")
-            if self._links.get(link.peer) is not link:
+            if self._links.get(link.peer) is not link or link.closed:
                 raise NotConnected(f"the connection to memory://{self._name} was replaced or closed")
             if len(link.requests) >= self._max_frames:
                 raise NotConnected(f"the server at memory://{self._name} has {self._max_frames} frames "
@@ -178,13 +184,15 @@ class MemoryServerTransport:
                 frame = link.requests.popleft()
                 if link.requests:
                     self._ready[peer] = None  # to the back of the line
+                elif link.closed:
+                    del self._links[peer]
             yield peer, [frame]
 
     def send(self, peer: bytes, frame: bytes) -> bool:
         """Queue ``frame`` for ``peer``; False when the peer is gone, its queue full, or the server closed."""
         with self._cond:
             link = None if self._closed else self._links.get(peer)
-        if link is None:
+        if link is None or link.closed:
             self._log.debug("reply to %r dropped: no such peer", peer)
             return False
         return link.client._deliver(bytes(frame))

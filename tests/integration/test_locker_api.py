@@ -281,3 +281,16 @@ def test_blocking_keeps_the_caller_serving_until_stopped(server_file: str) -> No
         made[0].stop()
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_stopped_client_frees_its_locks_at_once(make_locker: Any) -> None:
+    # A lease of a minute: only the client's goodbye can free its lock within the test.
+    server = make_locker(lease=60.0)
+    for _ in range(10):
+        client = make_locker(allowServing=False)
+        ok, _ = client.acquire_lock("a", timeout=5)
+        assert ok
+        client.stop()
+        ok, lock_id = server.acquire_lock("a", timeout=2)
+        assert ok, "the stopped client's goodbye did not reach the server"
+        assert server.release_lock(lock_id) == (True, 1)
