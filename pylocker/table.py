@@ -141,7 +141,9 @@ class LockTable:
         self._held: dict[str, HeldLock] = {}
         self._queues: dict[str, deque[str]] = {}
         self._pending: dict[str, _Request] = {}
-        self._by_owner: dict[Owner, set[str]] = {}
+        # owner -> its lock ids, an ordered set (a dict): dropping an owner frees its locks in
+        # the order they were taken, whatever the interpreter's hash seed.
+        self._by_owner: dict[Owner, dict[str, None]] = {}
         self._lease_expiry: dict[Owner, float] = {}
         self._heap: list[tuple[float, int, int, object]] = []
         self._heap_seq = 0
@@ -175,7 +177,7 @@ class LockTable:
             if queue is None:
                 queues[name] = queue = deque()
             queue.append(lock_id)
-        self._owned(owner).add(lock_id)
+        self._owned(owner)[lock_id] = None
         if deadline is not None:
             self._schedule(deadline, _PENDING, lock_id)
         return []
@@ -350,10 +352,10 @@ class LockTable:
         return len(self._held)
 
     # --------------------------------------------------------------- internals
-    def _owned(self, owner: Owner) -> set[str]:
+    def _owned(self, owner: Owner) -> dict[str, None]:
         ids = self._by_owner.get(owner)
         if ids is None:
-            self._by_owner[owner] = ids = set()
+            self._by_owner[owner] = ids = {}
         return ids
 
     def _schedule(self, when: float, kind: int, key: object) -> None:
@@ -394,7 +396,7 @@ class LockTable:
         for name in names:
             holders[name] = held
         self._held[lock_id] = held
-        self._owned(owner).add(lock_id)
+        self._owned(owner)[lock_id] = None
         if expires_at is not None:
             self._schedule(expires_at, _HELD, lock_id)
 
@@ -406,7 +408,7 @@ class LockTable:
                 del holders[name]
         ids = self._by_owner.get(held.owner)
         if ids is not None:
-            ids.discard(held.lock_id)
+            ids.pop(held.lock_id, None)
             if not ids:
                 del self._by_owner[held.owner]
 
@@ -425,7 +427,7 @@ class LockTable:
                 del queues[name]
         ids = self._by_owner.get(request.owner)
         if ids is not None:
-            ids.discard(request.lock_id)
+            ids.pop(request.lock_id, None)
             if not ids:
                 del self._by_owner[request.owner]
         if promote:

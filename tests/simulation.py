@@ -42,6 +42,7 @@ from pylocker.election.base import first_token
 from pylocker.election.memory import MemoryElectionStore
 from pylocker.server_core import ServerCore
 
+GRANT_TYPE = p.encode(p.Grant(0, "", 0))[2]  # the type byte of an encoded Grant
 BREAK_AFTER = 4.0  # a partition longer than this breaks the connection (ZeroMQ's heartbeat timeout)
 
 
@@ -217,6 +218,7 @@ class Actor:
                                       request_ids=self.request_ids)
         self.waiting.clear()
         self.reclaiming.clear()
+        self.tick_at = None  # the old connection's tick dies with it; the new core's is scheduled by flush
         if self.fresh:
             core.send(p.Bye(0))
             self.fresh = False
@@ -371,6 +373,8 @@ class Checker:
         self.grants = 0
 
     def server_sent(self, server: ServerHost, peer: bytes, frame: bytes) -> None:
+        if frame[2] != GRANT_TYPE:  # [VERSION, TYPE, ...]: only grants are checked here
+            return
         message = p.decode(frame)
         if not isinstance(message, p.Grant):
             return
@@ -400,7 +404,7 @@ class Checker:
                 raise Violation(f"{grant.lock_id} answers {actor.name}'s request for {names}, but is {held.names}")
 
     def after_event(self) -> None:
-        believers: dict[str, str] = {}
+        believers: dict[str, tuple[Actor, str]] = {}
         for actor in self.world.actors:
             for lock_id, held in actor.believed.items():
                 if not actor.believes(lock_id):
@@ -408,13 +412,14 @@ class Checker:
                 for name in held.names:
                     other = believers.get(name)
                     if other is not None:
-                        raise Violation(f"{name} believed held by {other} and by {actor.name} ({lock_id})")
-                    believers[name] = f"{actor.name} ({lock_id})"
+                        raise Violation(f"{name} believed held by {other[0].name} ({other[1]}) "
+                                        f"and by {actor.name} ({lock_id})")
+                    believers[name] = (actor, lock_id)
         server = self.world.server
-        if server is not None and not server.dead:
+        if self.world.crashed and server is not None and not server.dead:
             lease = self.world.options.lease
-            for actor in self.world.actors:
-                gone = actor.crashed and self.world.now > actor.crashed_at + lease + 0.01
+            for actor in self.world.crashed:
+                gone = self.world.now > actor.crashed_at + lease + 0.01
                 if gone and server.core.table.locks_of(actor.peer):
                     raise Violation(f"{actor.name} crashed at {actor.crashed_at:.3f} and still holds locks")
 
@@ -434,6 +439,7 @@ class World:
         self.server: ServerHost | None = None
         self.actors = [Actor(self, i) for i in range(options.clients)]
         self.faults = 0
+        self.crashed: list[Actor] = []
 
     def schedule(self, at: float, action: Callable[..., None], *args: Any) -> None:
         self._seq += 1
@@ -487,6 +493,7 @@ class World:
             self.trace(f"crash {actor.name}")
             actor.crashed = True
             actor.crashed_at = self.now
+            self.crashed.append(actor)
             if actor.connection is not None:
                 actor.connection.dead = True
         elif kind == "break" and actor.connection is not None:
