@@ -1,0 +1,227 @@
+"""The ZeroMQ client transport: a DEALER for requests and a SUB for broadcasts (see ``zeromq``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Callable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from ..errors import AddressError, NotConnected
+from .address import Address
+from .base import Security
+from .waker import Waker
+from .zmq_common import (
+    AUTH_FAILURES,
+    HANDSHAKE_FAILURES,
+    INPROC_PEERS,
+    PUB_HWM,
+    RECV_BATCH,
+    SCHEMES,
+    Socket,
+    map_exceptions,
+    no_heartbeats,
+    timeout_ms,
+    tune,
+)
+
+
+class ZmqClientTransport:
+    """DEALER (requests) + SUB (publications); CURVE clients of one server, except inproc."""
+
+    def __init__(self, address: Address, security: Security, identity: bytes, logger: logging.Logger,
+                 on_auth_failure: Callable[[], None], on_disconnect: Callable[[], None]) -> None:
+        if address.scheme not in SCHEMES:
+            raise AddressError(f"the ZeroMQ transport does not serve {address.scheme}:// addresses")
+        if not 0 < len(identity) <= 255:
+            raise NotConnected(f"cannot connect to {address.url}: an identity takes 1 to 255 bytes")
+        self._log = logger
+        self._address = address
+        self._keys = security.keys
+        self._on_auth_failure = on_auth_failure
+        self._on_disconnect = on_disconnect
+        self._handshake_failures = 0
+        self._secure = address.scheme != "inproc"
+        self._closed = False
+        self._gone = False  # inproc: the server closed (set from its thread)
+        self._gone_reported = False
+        self._monitor: Socket | None = None
+        self._dealer: Socket | None = None
+        self._sub: Socket | None = None
+        self._sub_endpoints: set[str] = set()
+        self._waker: Waker | None = None
+        self._poller = zmq.Poller()
+        with map_exceptions(NotConnected, f"cannot connect to {address.url}", by_errno={}):
+            self._context: zmq.Context[Socket] = zmq.Context() if self._secure else zmq.Context.instance()
+        try:
+            with map_exceptions(NotConnected, f"cannot connect to {address.url}", by_errno={}):
+                self._open(identity)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, identity: bytes) -> None:
+        self._waker = Waker()
+        dealer = self._dealer = self._socket(zmq.DEALER)
+        dealer.setsockopt(zmq.ROUTING_ID, identity)
+        dealer.setsockopt(zmq.SNDHWM, 0)
+        dealer.setsockopt(zmq.RECONNECT_IVL, 50)
+        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        poller = self._poller
+        poller.register(dealer, zmq.POLLIN)
+        poller.register(self._waker.fd, zmq.POLLIN)
+        if self._secure:
+            self._monitor = dealer.get_monitor_socket(HANDSHAKE_FAILURES | zmq.EVENT_DISCONNECTED)
+            poller.register(self._monitor, zmq.POLLIN)
+        else:
+            INPROC_PEERS.add(self._address.path, self)
+        with map_exceptions(NotConnected, f"cannot connect to {self._address.url}"):
+            dealer.connect(self._address.url)
+
+    def _socket(self, kind: int) -> Socket:
+        sock = tune(self._context.socket(kind))
+        if self._secure:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, self._keys.server.public)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._keys.client.public)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._keys.client.secret)
+        if ":" in self._address.host:
+            sock.setsockopt(zmq.IPV6, 1)
+        return sock
+
+    def _server_gone(self) -> None:
+        """The inproc server closed (called from its thread): report it from the next ``poll``."""
+        self._gone = True
+        self.wake()
+
+    def _pub_url(self, pub_endpoint: str) -> str:
+        scheme = self._address.scheme
+        if scheme == "tcp":
+            if not (pub_endpoint.isascii() and pub_endpoint.isdigit() and 0 < int(pub_endpoint) <= 65535):
+                raise AddressError(f"{pub_endpoint!r} is not a tcp publication port")
+            return self._address.with_port(int(pub_endpoint)).url
+        if not pub_endpoint or "\0" in pub_endpoint:
+            raise AddressError(f"{pub_endpoint!r} names no {scheme} publication endpoint")
+        if scheme == "ipc" and not pub_endpoint.startswith("/"):
+            raise AddressError(f"{pub_endpoint!r} is not an absolute ipc path")
+        return f"{scheme}://{pub_endpoint}"
+
+    def subscribe(self, pub_endpoint: str, topics: Sequence[bytes]) -> None:
+        """Connect the SUB socket to the server's publication endpoint for these topic prefixes."""
+        url = self._pub_url(pub_endpoint)
+        with map_exceptions(NotConnected, f"cannot subscribe at {url}"):
+            if self._sub is None:
+                sub = self._socket(zmq.SUB)
+                self._sub = sub
+                sub.setsockopt(zmq.RCVHWM, PUB_HWM)
+                no_heartbeats(sub)
+                self._poller.register(sub, zmq.POLLIN)
+            if url not in self._sub_endpoints:
+                self._sub.connect(url)
+                self._sub_endpoints.add(url)
+            for topic in topics:
+                self._sub.setsockopt(zmq.SUBSCRIBE, topic)
+
+    def poll(self, timeout: float | None) -> tuple[bool, bool]:
+        """Wait up to ``timeout`` s; (dealer readable, sub readable). Runs the callbacks."""
+        waker = self._waker
+        if self._closed or waker is None:
+            raise NotConnected(f"the connection to {self._address.url} is closed")
+        callbacks: list[Callable[[], None]] = []
+        with map_exceptions(NotConnected, "the connection's sockets failed", by_errno={}):
+            events = dict(self._poller.poll(timeout_ms(timeout)))
+            if waker.fd in events:
+                waker.clear()
+            if self._monitor is not None and self._monitor in events:
+                self._read_monitor(self._monitor, callbacks)
+        if self._gone and not self._gone_reported:
+            self._gone_reported = True
+            callbacks.append(self._on_disconnect)
+        for callback in callbacks:  # outside the mapping: the driver's own errors stay its own
+            callback()
+        return self._dealer in events, self._sub is not None and self._sub in events
+
+    def _read_monitor(self, monitor: Socket, callbacks: list[Callable[[], None]]) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                # The server's end closed: it died, or the network dropped the session.
+                callbacks.append(self._on_disconnect)
+                continue
+            # A wrong password derives a wrong server key, so the handshake fails before
+            # ZAP is even asked. One failure may be a server that was going away; the same
+            # failure on every reconnection means "these credentials do not fit".
+            self._handshake_failures += 1
+            if event["event"] != zmq.EVENT_HANDSHAKE_FAILED_AUTH and self._handshake_failures < AUTH_FAILURES:
+                continue
+            self._log.error("authentication failed with the serving locker at %s (event %s): "
+                            "wrong password, or not a pylocker server", self._address.url, event["event"])
+            callbacks.append(self._on_auth_failure)
+
+    def receive(self) -> Iterator[bytes]:
+        """Single-frame messages from the server, a bounded batch (anything else is dropped)."""
+        if self._dealer is None:
+            raise NotConnected(f"the connection to {self._address.url} is closed")
+        recv = self._dealer.recv_multipart
+        for _ in range(RECV_BATCH):
+            try:
+                parts = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                raise NotConnected(f"cannot receive from {self._address.url}: {exc.strerror}") from exc
+            if len(parts) == 1:
+                yield parts[0]
+
+    def receive_published(self) -> Iterator[list[bytes]]:
+        if self._sub is None:
+            return
+        recv = self._sub.recv_multipart
+        for _ in range(RECV_BATCH):
+            try:
+                parts = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                raise NotConnected(f"cannot receive publications: {exc.strerror}") from exc
+            yield parts
+
+    def send(self, frame: bytes) -> None:
+        if self._gone:
+            raise NotConnected(f"the server at {self._address.url} closed")
+        if self._dealer is None:
+            raise NotConnected(f"the connection to {self._address.url} is closed")
+        try:
+            self._dealer.send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            raise NotConnected(f"cannot send to {self._address.url}: {exc.strerror}") from exc
+
+    def wake(self) -> None:
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
+
+    def close(self) -> None:
+        """Close the sockets (and our own context); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._secure:
+            INPROC_PEERS.discard(self._address.path, self)
+        with contextlib.suppress(zmq.ZMQBaseError):
+            if self._monitor is not None and self._dealer is not None:
+                self._dealer.disable_monitor()
+        for sock in (self._monitor, self._dealer, self._sub):
+            if sock is not None:
+                sock.close(0)
+        if self._waker is not None:
+            self._waker.close()
+        if self._secure:
+            self._context.term()
+
+

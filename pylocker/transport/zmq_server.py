@@ -1,0 +1,287 @@
+"""The ZeroMQ server transport: a ROUTER for requests and a PUB for broadcasts (see ``zeromq``)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from typing import cast
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from ..errors import AddressError, ListenError
+from .address import Address
+from .base import Security
+from .keys import CurveKeys
+from .waker import Waker
+from .zap import AuthGuard, GuardedAuthenticator
+from .zmq_common import (
+    FAILURE_LOG_INTERVAL,
+    HANDSHAKE_FAILURES,
+    INPROC_PEERS,
+    IPC_MODE,
+    PORT_SEARCH,
+    PUB_HWM,
+    RECV_BATCH,
+    REQUEST_HWM,
+    SCHEMES,
+    Socket,
+    map_exceptions,
+    no_heartbeats,
+    timeout_ms,
+    tune,
+)
+
+
+def _bind_tcp(sock: Socket, host: str, port: int) -> int:
+    """Bind to ``port``, or the next free one; port 0 picks any free port."""
+    base = Address("tcp", host).url.rpartition(":")[0]  # tcp://host, brackets around IPv6
+    if port == 0:
+        return sock.bind_to_random_port(base)
+    for candidate in range(port, min(port + PORT_SEARCH, 65536)):
+        try:
+            sock.bind(f"{base}:{candidate}")
+            return candidate
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    return sock.bind_to_random_port(base)
+
+
+def _refuse_to_replace(path: str) -> None:
+    """Raise ListenError unless binding at ``path`` replaces nothing but a dead socket file.
+
+    libzmq unlinks whatever is at an ipc path before binding: another server's live
+    socket (whose clients would silently lose it) or even a regular file.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ListenError(f"cannot listen at ipc://{path}: the path exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return  # a socket file left behind by a server that died: libzmq replaces it
+    except OSError as exc:
+        raise ListenError(f"cannot listen at ipc://{path}: {exc.strerror or exc}") from exc
+    finally:
+        probe.close()
+    raise ListenError(f"cannot listen at ipc://{path}: another server listens there")
+
+
+
+class ZmqServerTransport:
+    """ROUTER (requests) + PUB (publications); CURVE servers behind a ZAP check, except inproc."""
+
+    def __init__(self, address: Address, security: Security, logger: logging.Logger) -> None:
+        if address.scheme not in SCHEMES:
+            raise AddressError(f"the ZeroMQ transport does not serve {address.scheme}:// addresses")
+        self._log = logger
+        self._address = address
+        self._pub_endpoint = ""
+        self._secure = address.scheme != "inproc"
+        self._closed = False
+        self._auth: GuardedAuthenticator | None = None
+        self._monitor: Socket | None = None
+        self._router: Socket | None = None
+        self._pub: Socket | None = None
+        self._waker: Waker | None = None
+        self._files: list[tuple[str, int, int]] = []  # ipc socket files: (path, st_dev, st_ino)
+        self._inproc_bound = False
+        self._poller = zmq.Poller()
+        self.guard: AuthGuard | None = None
+        self.failed_handshakes = 0
+        self._failures_logged_at = -FAILURE_LOG_INTERVAL
+        with map_exceptions(ListenError, f"cannot listen at {address.url}", by_errno={}):
+            # inproc needs both ends in one context: the process-wide one, which outlives us.
+            self._context: zmq.Context[Socket] = zmq.Context() if self._secure else zmq.Context.instance()
+        try:
+            with map_exceptions(ListenError, f"cannot listen at {address.url}", by_errno={}):
+                self._open(address, security)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, address: Address, security: Security) -> None:
+        keys = security.keys
+        if self._secure:
+            admitted = security.admitted if security.admitted is not None else frozenset({keys.client.public})
+            self.guard = AuthGuard(admitted, self._log)
+            self._auth = GuardedAuthenticator(self._context, self.guard, self._log.getChild("auth"))
+            self._auth.start()
+            self._auth.configure_curve_callback("*", credentials_provider=self._auth)
+        self._waker = Waker()
+        router = self._router = self._socket(zmq.ROUTER, keys)
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer fails the send: send() says False
+        router.setsockopt(zmq.SNDHWM, 0)
+        router.setsockopt(zmq.RCVHWM, REQUEST_HWM)
+        pub = self._pub = self._socket(zmq.PUB, keys)
+        pub.setsockopt(zmq.SNDHWM, PUB_HWM)
+        no_heartbeats(pub)
+        with map_exceptions(ListenError, f"cannot listen at {address.url}"):
+            if address.scheme == "tcp":
+                port = _bind_tcp(router, address.host, address.port)
+                self._address = address.with_port(port)
+                self._pub_endpoint = str(_bind_tcp(pub, address.host, 0))
+            elif address.scheme == "ipc":
+                self._pub_endpoint = address.path + ".pub"
+                for path in (address.path, self._pub_endpoint):
+                    _refuse_to_replace(path)
+                self._bind_ipc(router, address.path)
+                self._bind_ipc(pub, self._pub_endpoint)
+            else:
+                self._pub_endpoint = address.path + ".pub"
+                router.bind(address.url)
+                self._inproc_bound = True
+                pub.bind(f"inproc://{self._pub_endpoint}")
+        poller = self._poller
+        poller.register(router, zmq.POLLIN)
+        poller.register(self._waker.fd, zmq.POLLIN)
+        if self._secure:
+            self._monitor = router.get_monitor_socket(HANDSHAKE_FAILURES)
+            poller.register(self._monitor, zmq.POLLIN)
+
+    def _socket(self, kind: int, keys: CurveKeys) -> Socket:
+        sock = tune(self._context.socket(kind))
+        if self._secure:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, keys.server.secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.server.public)
+        if ":" in self._address.host:
+            sock.setsockopt(zmq.IPV6, 1)
+        return sock
+
+    def _bind_ipc(self, sock: Socket, path: str) -> None:
+        try:
+            sock.bind(f"ipc://{path}")
+        except zmq.ZMQError as exc:
+            hint = " (does the directory exist?)" if exc.errno == errno.ENOENT else ""
+            raise ListenError(f"cannot listen at ipc://{path}: {exc.strerror}{hint}") from exc
+        info = os.lstat(path)
+        self._files.append((path, info.st_dev, info.st_ino))
+        os.chmod(path, IPC_MODE)
+
+    @property
+    def address(self) -> Address:
+        return self._address
+
+    @property
+    def pub_endpoint(self) -> str:
+        return self._pub_endpoint
+
+    def _open_router(self) -> Socket:
+        if self._closed or self._router is None:
+            raise ListenError(f"the server at {self._address.url} is closed")
+        return self._router
+
+    def poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds for input; True when the router has frames."""
+        router = self._open_router()
+        waker = self._waker
+        if waker is None:
+            raise ListenError(f"the server at {self._address.url} is closed")
+        with map_exceptions(ListenError, "the server's sockets failed", by_errno={}):
+            events = dict(self._poller.poll(timeout_ms(timeout)))
+            if waker.fd in events:
+                waker.clear()
+            if self._monitor is not None and self._monitor in events:
+                self._count_failed_handshakes(self._monitor)
+            return router in events
+
+    def _count_failed_handshakes(self, monitor: Socket) -> None:
+        # A wrong password fails in the CURVE crypto, before ZAP sees an address:
+        # count those failures and log them at most once a minute.
+        for _ in range(RECV_BATCH):
+            try:
+                recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.failed_handshakes += 1
+        now = time.monotonic()
+        if now - self._failures_logged_at >= FAILURE_LOG_INTERVAL:
+            self._failures_logged_at = now
+            self._log.warning("authentication failed: %d CURVE handshakes refused so far "
+                              "(wrong password or not a pylocker client)", self.failed_handshakes)
+
+    def receive(self) -> Iterator[tuple[bytes, list[bytes]]]:
+        """Frames waiting on the router: (peer id, the frames after it), a bounded batch."""
+        router = self._open_router()
+        recv, events = router.recv_multipart, router.get
+        with map_exceptions(ListenError, "the server's sockets failed", by_errno={}):
+            for _ in range(RECV_BATCH):
+                # Asking ZMQ_EVENTS costs less than the zmq.Again a blind NOBLOCK recv raises at the end.
+                if not cast(int, events(zmq.EVENTS)) & zmq.POLLIN:
+                    return
+                parts = recv(zmq.NOBLOCK)
+                yield parts[0], parts[1:]
+
+    def send(self, peer: bytes, frame: bytes) -> bool:
+        """Queue ``frame`` for ``peer``; False when the peer is unknown (gone) or the socket is closed."""
+        if self._router is None:
+            return False
+        try:
+            self._router.send_multipart((peer, frame), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self._log.debug("reply to %r dropped: %s", peer, exc.strerror)
+            return False
+        return True
+
+    def publish(self, frames: Sequence[bytes]) -> None:
+        """Send on the PUB socket; a subscriber past its high-water mark misses it (counted by it)."""
+        if self._pub is None:
+            return
+        try:
+            self._pub.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:
+            self._log.warning("publication dropped: %s", exc.strerror)
+
+    def wake(self) -> None:
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
+
+    def close(self) -> None:
+        """Close the sockets, stop the ZAP thread, remove the ipc socket files; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(zmq.ZMQBaseError):
+            if self._monitor is not None and self._router is not None:
+                self._router.disable_monitor()
+        if self._inproc_bound:
+            # Closing releases an inproc name later, when libzmq's reaper gets to the socket;
+            # unbinding releases it now, so a server restarted at the same name can bind.
+            for sock, url in ((self._router, self._address.url), (self._pub, f"inproc://{self._pub_endpoint}")):
+                with contextlib.suppress(zmq.ZMQBaseError):
+                    if sock is not None:
+                        sock.unbind(url)
+        for sock in (self._monitor, self._router, self._pub):
+            if sock is not None:
+                sock.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+        if self._waker is not None:
+            self._waker.close()
+        if self._secure:
+            self._context.term()  # ours alone; the shared inproc context is never terminated
+        elif self._inproc_bound:
+            INPROC_PEERS.server_closed(self._address.path)
+        for path, device, inode in self._files:
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                # Only our own socket: a server that replaced a dead one keeps its file.
+                if stat.S_ISSOCK(info.st_mode) and (info.st_dev, info.st_ino) == (device, inode):
+                    os.unlink(path)
+
+
