@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .lockers import FACTORY, LockersFactory, ServerLocker, SingleLocker
+from .factory import FACTORY, LockersFactory, SingleLocker
+from .lockers import ServerLocker
 
 __all__ = ["FACTORY", "LockersFactory", "ServerLocker", "SingleLocker"]

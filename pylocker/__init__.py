@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
-from . import Locker as _seed_locker_module  # noqa: F401  (seed path pylocker.Locker.Locker)
-from . import ServerLocker as _seed_server_module  # noqa: F401  (seed path pylocker.ServerLocker.*)
+# Importing the seed's modules makes ``pylocker.Locker.Locker`` and ``pylocker.ServerLocker.*``
+# importable; the class imports further down then rebind the package attributes to the
+# classes, as pylocker 3.1 did.
+from . import Locker as _seed_locker_module  # noqa: F401
+from . import ServerLocker as _seed_server_module  # noqa: F401
 from ._meta import get_author, get_doc, get_email, get_pypi, get_repository, get_version
 from .errors import (
+    AddressError,
     AuthenticationError,
+    ListenError,
     LocalProtocolError,
     LockLost,
     LockNotHeld,
     LockTimeout,
     NotConnected,
+    NotLockHolder,
     NotStarted,
     ProtocolError,
     PylockerError,
     RemoteProtocolError,
+    RequestDropped,
     ServerFileError,
 )
+from .factory import FACTORY, LockersFactory, SingleLocker
 from .legacy import Locker
 from .lock import Lock
-from .lockers import FACTORY, LockersFactory, ServerLocker, SingleLocker
-
-# The two imports above made the seed's module paths importable; the names below
-# rebind the package attributes to the classes, as pylocker 3.1 did.
+from .lockers import ServerLocker
 
 __all__ = [
     "FACTORY",
+    "AddressError",
     "AuthenticationError",
+    "ListenError",
     "LocalProtocolError",
     "Lock",
     "LockLost",
@@ -36,10 +43,12 @@ __all__ = [
     "Locker",
     "LockersFactory",
     "NotConnected",
+    "NotLockHolder",
     "NotStarted",
     "ProtocolError",
     "PylockerError",
     "RemoteProtocolError",
+    "RequestDropped",
     "ServerFileError",
     "ServerLocker",
     "SingleLocker",

@@ -21,15 +21,13 @@ since the new server may grant it to another after a lease.
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Final, Protocol
+from typing import Callable, Final
 
 from .client import Client
 from .dispatch import Dispatcher
@@ -43,16 +41,16 @@ from .errors import (
     ServerFileError,
 )
 from .inbox import Inbox
+from .link import DEFAULT_LEASE, Link, NodeConfig, Role
 from .owned import OwnedLocks
 from .server import Server
 from .transport import address as addresses
 from .transport.address import Address
 from .transport.base import Security
-from .transport.keys import KeyPair, derive_keys
+from .transport.keys import derive_keys
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE: Final = 5.0
 MIN_GRACE: Final = 2.0  # seconds a new server waits at least for the previous clients' re-claims
 RETRY_FIRST: Final = 0.01  # seconds between election attempts, doubling up to RETRY_MAX
 RETRY_MAX: Final = 0.1
@@ -60,71 +58,6 @@ SUCCESSOR_WAIT: Final = 0.5  # a failing-over client waits this long for a succe
 FAILOVER_CONNECT: Final = 1.0  # seconds one failover attempt waits for a server's answer
 
 LostCallback = Callable[[str, str], None]
-
-
-class Role(enum.Enum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    SERVING = "serving"
-    CONNECTED = "connected"
-    FAILING_OVER = "failing over"
-
-
-class Link(Protocol):
-    """The lock service as the node sees it: the in-process server or a client connection."""
-
-    @property
-    def alive(self) -> bool: ...
-
-    @property
-    def max_lock_time(self) -> float | None: ...
-
-    @property
-    def valid_until(self) -> float | None:
-        """Until when this link's locks are certainly ours (None: no limit of its own)."""
-
-    @property
-    def dropped_publications(self) -> int: ...
-
-    def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]: ...
-
-    def release(self, lock_id: str, *, held: bool = False) -> int: ...
-
-    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None) -> bool: ...
-
-    def reclaim_done(self) -> None: ...
-
-    def publish(self, receivers: list[str] | None, items: list[bytes]) -> None: ...
-
-    def expiry(self, lock_id: str) -> float | None:
-        """When this locker's own maxLockTime clock takes ``lock_id`` (None: no such clock)."""
-
-    def holds(self, lock_id: str) -> bool:
-        """Whether a lock held through this link may still be taken as ours (its clocks)."""
-
-    def close(self, say_bye: bool = True) -> None:
-        """Stop serving, or close the connection (``say_bye``: the server frees our locks)."""
-
-
-DEFAULT_LISTEN: Final = Address("tcp", "127.0.0.1", 3000)  # immutable: safe to share as a default
-
-
-@dataclass
-class NodeConfig:
-    """Everything a node needs to serve or connect (the facade builds it from the seed's arguments)."""
-
-    password: str
-    name: str
-    election: ElectionBackend | None  # None: never serve, connect by address only
-    max_lock_time: float | None = 120
-    listen: Address = DEFAULT_LISTEN
-    allow_serving: bool = True
-    reconnect: bool = False
-    connect_timeout: float = 20
-    lease: float | None = DEFAULT_LEASE
-    client_pair: KeyPair | None = None
-    admitted: frozenset[bytes] | None = None
-    receive_messages: bool = True
 
 
 def advertised(host: str) -> str:

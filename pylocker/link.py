@@ -1,0 +1,80 @@
+"""What a locker node is made of: its roles, its configuration, and the Link it talks through."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from .election.base import ElectionBackend
+from .transport.address import Address
+from .transport.keys import KeyPair
+
+DEFAULT_LEASE: Final = 5.0
+
+
+class Role(enum.Enum):
+    """Where a locker stands (see ``node``'s module docstring for the moves between them)."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    SERVING = "serving"
+    CONNECTED = "connected"
+    FAILING_OVER = "failing over"
+
+
+class Link(Protocol):
+    """The lock service as the node sees it: the in-process server or a client connection."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def max_lock_time(self) -> float | None: ...
+
+    @property
+    def valid_until(self) -> float | None:
+        """Until when this link's locks are certainly ours (None: no limit of its own)."""
+
+    @property
+    def dropped_publications(self) -> int: ...
+
+    def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]: ...
+
+    def release(self, lock_id: str, *, held: bool = False) -> int: ...
+
+    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None) -> bool: ...
+
+    def reclaim_done(self) -> None: ...
+
+    def publish(self, receivers: list[str] | None, items: list[bytes]) -> None: ...
+
+    def expiry(self, lock_id: str) -> float | None:
+        """When this locker's own maxLockTime clock takes ``lock_id`` (None: no such clock)."""
+
+    def holds(self, lock_id: str) -> bool:
+        """Whether a lock held through this link may still be taken as ours (its clocks)."""
+
+    def close(self, say_bye: bool = True) -> None:
+        """Stop serving, or close the connection (``say_bye``: the server frees our locks)."""
+
+
+DEFAULT_LISTEN: Final = Address("tcp", "127.0.0.1", 3000)  # immutable: safe to share as a default
+
+
+@dataclass
+class NodeConfig:
+    """Everything a node needs to serve or connect (the facade builds it from the seed's arguments)."""
+
+    password: str
+    name: str
+    election: ElectionBackend | None  # None: never serve, connect by address only
+    max_lock_time: float | None = 120
+    listen: Address = DEFAULT_LISTEN
+    allow_serving: bool = True
+    reconnect: bool = False
+    connect_timeout: float = 20
+    lease: float | None = DEFAULT_LEASE
+    client_pair: KeyPair | None = None
+    admitted: frozenset[bytes] | None = None
+    receive_messages: bool = True
