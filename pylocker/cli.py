@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ._meta import get_version
 from .election import serverfile
-from .errors import ServerFileError
+from .errors import AddressError, ServerFileError
 from .lockers import ServerLocker
 
 PASSWORD_VARIABLE = "PYLOCKER_PASSWORD"  # noqa: S105  (the name of an environment variable, not a password)
@@ -56,20 +56,25 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    locker = ServerLocker(
-        password,
-        name=args.name,
-        serverFile=args.server_file,
-        port=args.port,
-        maxLockTime=args.max_lock_time or None,
-        autoconnect=False,
-        listen_address=args.listen,
-    )
+    try:
+        locker = ServerLocker(
+            password,
+            name=args.name,
+            serverFile=args.server_file,
+            port=args.port,
+            maxLockTime=args.max_lock_time or None,
+            autoconnect=False,
+            listen_address=args.listen,
+        )
+    except AddressError as exc:
+        print(f"--listen: {exc}", file=sys.stderr)
+        return 2
     if not locker.start() or not locker.isServer:
         print("could not serve: another locker serves this server file, or it is unusable", file=sys.stderr)
         locker.stop()
         return 1
-    print(f"serving on {args.listen}:{locker.port} (server file {locker.serverFile}); Ctrl-C stops")
+    print(f"serving on {_where(locker.serverAddress, locker.serverPort)} (server file {locker.serverFile}); "
+          "Ctrl-C stops")
     signal.signal(signal.SIGTERM, lambda *_: locker.stop())
     try:
         locker.wait_stopped()
@@ -78,6 +83,11 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         locker.stop()
     return 0
+
+
+def _where(address: str | None, port: int | None) -> str:
+    """A host with its port, or a URL as it is (ipc://, inproc:// carry no port)."""
+    return f"{address}" if address is None or "://" in address else f"{address}:{port}"
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -90,7 +100,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"no serving locker recorded in {args.server_file}")
         return 1
     print(
-        f"server {fp.name!r} ({fp.unique_name}) at {fp.address}:{fp.port}, pid {fp.pid}, "
+        f"server {fp.name!r} ({fp.unique_name}) at {_where(fp.address, fp.port)}, pid {fp.pid}, "
         f"epoch {fp.epoch}, refreshed {fp.timestamp:.0f}"
     )
     return 0
@@ -111,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help=f"serve locks (password from ${PASSWORD_VARIABLE})")
     serve.add_argument("--server-file", default=serverfile.default_path())
     serve.add_argument("--port", type=int, default=3000)
-    serve.add_argument("--listen", default="127.0.0.1", help="address to listen on (default loopback)")
+    serve.add_argument("--listen", default="127.0.0.1",
+                       help="a host (with --port; default loopback) or a URL: tcp://host:port, ipc:///path")
     serve.add_argument("--name", default=None)
     serve.add_argument("--max-lock-time", type=float, default=120)
     serve.add_argument("--debug", action="store_true")

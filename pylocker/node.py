@@ -173,8 +173,13 @@ class LockerNode:
                                 self.config.connect_timeout)
                 break
             if fp is not None and election.looks_alive(fp):
+                address = self._address_of(fp)
+                if address.scheme == "inproc" and fp.pid != os.getpid():
+                    self._log.error("the serving locker of %r listens at %s, inside process %d: only lockers "
+                                    "of that process can reach it", election.description, address, fp.pid)
+                    break
                 try:
-                    self._open_client(self._address_of(fp), min(remaining, 5.0))
+                    self._open_client(address, min(remaining, 5.0))
                     return True
                 except AuthenticationError as exc:
                     self._log.error("%s", exc)

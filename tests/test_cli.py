@@ -37,3 +37,44 @@ def test_serve_needs_a_password(monkeypatch: Any, tmp_path: Any, capsys: Any) ->
     monkeypatch.delenv("PYLOCKER_PASSWORD", raising=False)
     assert main(["serve", "--server-file", str(tmp_path / "s")]) == 2
     assert "PYLOCKER_PASSWORD" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_malformed_listen_address(monkeypatch: Any, tmp_path: Any, capsys: Any) -> None:
+    monkeypatch.setenv("PYLOCKER_PASSWORD", "pw")
+    assert main(["serve", "--server-file", str(tmp_path / "s"), "--listen", "udp://x:1"]) == 2
+    assert "--listen" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_serve_listens_on_an_ipc_url_and_stops_on_sigterm(tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pylocker.election import serverfile
+
+    server_file, sock = str(tmp_path / "server"), str(tmp_path / "locks.sock")
+    env = dict(os.environ, PYLOCKER_PASSWORD="pw")
+    process = subprocess.Popen([sys.executable, "-m", "pylocker", "serve", "--server-file", server_file,
+                                "--listen", f"ipc://{sock}"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while serverfile.read(server_file) is None:
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        client = ServerLocker("pw", serverFile=server_file, allowServing=False, connectTimeout=10)
+        try:
+            assert client.isClient and client.serverAddress == f"ipc://{sock}"
+            assert client.acquire_lock("x", timeout=5)[0]
+        finally:
+            client.stop()
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=20)
+        assert process.returncode == 0
+        assert f"serving on ipc://{sock}" in out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

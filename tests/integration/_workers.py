@@ -204,3 +204,13 @@ def sleepy_holder(server_file: str, counter: str, results: Any, resumed: Any, le
     released = locker.release_lock(lock_id)
     results.put(("sleeper", os.getpid(), (accepted, told, reasons, released, lock_id in locker.ownedLocks)))
     locker.stop()
+
+
+def try_start(server_file: str, results: Any) -> None:
+    """Start a locker (not allowed to serve) and report whether it connected, and how long it took."""
+    started = time.monotonic()
+    locker = ServerLocker(PASSWORD, serverFile=server_file, allowServing=False, connectTimeout=20)
+    try:
+        results.put((locker.isClient, time.monotonic() - started))
+    finally:
+        locker.stop()
