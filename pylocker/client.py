@@ -333,30 +333,29 @@ class Client:
         clock, core = self._clock, self._core
         try:
             while self._running or self._outbox:
-                deadline = core.next_deadline()
+                with self._lock:
+                    deadline = core.next_deadline()
                 now = clock()
                 timeout = 0.0 if self._outbox or not self._running else (
                     None if deadline is None else max(0.0, deadline - now))
                 readable, sub_readable = transport.poll(timeout)
-                if readable or sub_readable:
-                    frames = list(transport.receive()) if readable else []
-                    published = list(transport.receive_published()) if sub_readable else []
+                frames = list(transport.receive()) if readable else ()
+                published = list(transport.receive_published()) if sub_readable else ()
+                now = clock()
+                due = self._running and deadline is not None and now >= deadline
+                if frames or published or due:
                     with self._lock:
-                        now = clock()
                         for frame in frames:
                             core.receive(frame, now)
                         for parts in published:
                             core.receive_published(parts)
-                        core.tick(now)
+                        if due:  # heartbeats and the lease clock: only when their time has come
+                            core.tick(now)
                         sends, events = core.take()
-                        self._outbox.extend(sends)
-                        self._deliver(events)
-                elif self._running:
-                    with self._lock:
-                        core.tick(clock())
-                        sends, events = core.take()
-                        self._outbox.extend(sends)
-                        self._deliver(events)
+                        if sends:
+                            self._outbox.extend(sends)
+                        if events:
+                            self._deliver(events)
                 self._flush(transport)
                 if not self._running and not self._outbox:
                     break

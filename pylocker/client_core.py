@@ -89,6 +89,9 @@ class BadFrame(NamedTuple):
 ClientEvent = Union[Reply, LockExpired, Refused, Publications, LeaseLapsed, BadFrame]
 
 
+_NOTHING: Final[tuple[list[bytes], list[ClientEvent]]] = ([], [])  # shared: nothing produced
+
+
 class _Pending:
     __slots__ = ("is_acquire", "sent_at")
 
@@ -127,7 +130,9 @@ class ClientCore:
 
     # ------------------------------------------------------------------ output
     def take(self) -> tuple[list[bytes], list[ClientEvent]]:
-        """Frames to send and events, in order, since the last ``take``."""
+        """Frames to send and events, in order, since the last ``take`` (the caller's to read only)."""
+        if not self._sends and not self._events:
+            return _NOTHING
         out = self._sends, self._events
         self._sends, self._events = [], []
         return out

@@ -265,14 +265,15 @@ class LockerNode:
 
     def release(self, lock_id: str) -> int:
         """Release ``lock_id``: 1 released, 0 not held (so released)."""
-        if lock_id not in self.owned and self.owned.lost_reason(lock_id) is not None:
+        held = lock_id in self.owned
+        if not held and self.owned.lost_reason(lock_id) is not None:
             return 0  # lost already, and given up at the server when it was
         for attempt in (1, 2):
             link = self._link
             try:
                 if link is None:
                     raise NotStarted()
-                code = link.release(lock_id, held=lock_id in self.owned)
+                code = link.release(lock_id, held=held)
             except (NotConnected, NotStarted):
                 # During a failover the lock is re-claimed first, then released.
                 if (attempt == 2 or not self.config.reconnect or self._closing or self._failover_thread is None

@@ -91,7 +91,7 @@ class OwnedLocks:
 
     def _drop(self, lock_id: str) -> OwnedLock | None:
         lock = self._owned.pop(lock_id, None)
-        if lock is not None:
+        if lock is not None and self._global:  # lockGlobal is rare: no set built without it
             key = frozenset(lock.names)
             if self._global.get(key) == lock_id:
                 del self._global[key]

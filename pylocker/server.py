@@ -45,6 +45,9 @@ LostCallback = Callable[[str, str], None]
 PublicationsCallback = Callable[[str, str, int, bytes], None]  # sender, sender name, count, items
 
 
+_NO_EVENTS: Final[list[ServerEvent]] = []  # shared, never changed: nothing for the locker
+
+
 class _Waiter:
     __slots__ = ("error", "event", "token")
 
@@ -132,16 +135,26 @@ class Server:
         with self._mutex:
             core = self._core
             lock_id = core.new_lock_id()
-            first = core.local_acquire(lock_id, names, timeout, self._clock())
+            now = self._clock()
+            first = core.local_acquire(lock_id, names, timeout, now)
             if first is None:
                 waiter = self._waiters[lock_id] = _Waiter()
             events = self._collect()
-            self._wake_if_due_sooner()
-        self._after(events)
+            # The I/O thread sleeps until its planned wake: a deadline this call added
+            # (the grant's maxLockTime, the waiter's timeout) may need it sooner.
+            grant = first if isinstance(first, Granted) else None
+            max_lock_time = core.table.max_lock_time
+            due = now + max_lock_time if grant is not None and max_lock_time else None
+            if waiter is not None and timeout is not None:
+                due = now + timeout
+            if due is not None and due < self._planned_wake:
+                self._wake()
+        if events:
+            self._after(events)
+        if grant is not None:
+            return lock_id, grant.token
         if waiter is not None:
             return self._wait(lock_id, names, timeout, waiter)
-        if isinstance(first, Granted):
-            return lock_id, first.token
         raise LockTimeout(names, timeout)
 
     def _wait(self, lock_id: str, names: list[str], timeout: float | None, waiter: _Waiter) -> tuple[str, int]:
@@ -173,7 +186,8 @@ class Server:
         with self._mutex:
             released = self._core.local_release(lock_id, self._clock())
             events = self._collect()
-        self._after(events)
+        if events:
+            self._after(events)
         return 1 if released else 0
 
     def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None) -> bool:
@@ -272,6 +286,8 @@ class Server:
         Returns the events that call back into the locker, to run once the mutex is released.
         """
         out = self._core.take()
+        if not (out.sends or out.broadcasts or out.events):
+            return _NO_EVENTS
         if out.sends:
             self._outbox.extend(out.sends)
         if out.broadcasts:
@@ -313,12 +329,6 @@ class Server:
         transport = self._transport
         if transport is not None:
             transport.wake()
-
-    def _wake_if_due_sooner(self) -> None:
-        # The I/O thread sleeps until its planned wake; a new, earlier deadline must wake it.
-        deadline = self._core.next_deadline()
-        if deadline is not None and deadline < self._planned_wake:
-            self._wake()
 
     def _run(self) -> None:
         try:

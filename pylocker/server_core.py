@@ -113,6 +113,9 @@ class Output(NamedTuple):
     events: list[ServerEvent]
 
 
+_NOTHING: Final = Output([], [], [])
+
+
 class ServerCore:
     """One serving locker's sessions, dispatch, routing and recovery, around a LockTable."""
 
@@ -132,6 +135,7 @@ class ServerCore:
         self._topic_counts: dict[bytes, int] = {}
         self._bad_frames: dict[bytes, int] = {}
         self._ids = itertools.count(1)
+        self._foreign_ids = False  # a re-claim was granted: ids of a previous server are in the table
         self._id_prefix = id_prefix
         self._clients_dirty = recover_from is not None  # the server file must name whom we wait for
         self._sends: list[tuple[bytes, bytes]] = []
@@ -153,7 +157,13 @@ class ServerCore:
 
     # ------------------------------------------------------------------ output
     def take(self) -> Output:
-        """Everything produced since the last ``take``, in order; the core forgets it."""
+        """Everything produced since the last ``take``, in order; the core forgets it.
+
+        The lists returned are the caller's to read, not to change (nothing produced:
+        one shared empty Output, so that the lock hot path allocates nothing here).
+        """
+        if not (self._sends or self._broadcasts or self._events or self._clients_dirty):
+            return _NOTHING
         if self._clients_dirty:
             self._clients_dirty = False
             self._events.append(ClientsChanged(self.successor_must_wait_for()))
@@ -253,6 +263,7 @@ class ServerCore:
     def _on_reclaim(self, peer: bytes, info: ClientInfo | None, reclaim: p.Reclaim, now: float) -> None:
         self._known(peer, info, now)
         granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)
+        self._foreign_ids = self._foreign_ids or granted
         self._sends.append((peer, p.encode(p.Reclaimed(reclaim.request_id, granted))))
 
     def _on_reclaim_done(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
@@ -262,10 +273,12 @@ class ServerCore:
     # ------------------------------------------------------------ local input
     def new_lock_id(self) -> str:
         """A lock id in use nowhere in the table (re-claims bring ids of their own)."""
-        table = self.table
+        if not self._foreign_ids:  # every id in the table is one of ours, all distinct
+            return f"{self._id_prefix}{next(self._ids):x}"
+        in_use = self.table.in_use
         while True:
             lock_id = f"{self._id_prefix}{next(self._ids):x}"
-            if table.get(lock_id) is None and not table.is_waiting(lock_id):
+            if not in_use(lock_id):
                 return lock_id
 
     def local_acquire(self, lock_id: str, names: list[str], timeout: float | None, now: float) -> Effect | None:
@@ -276,10 +289,9 @@ class ServerCore:
         effects = self.table.acquire(lock_id, LOCAL, names, timeout, now)
         if not effects:
             return None
-        first, rest = effects[0], effects[1:]
-        if rest:
-            self._apply(rest)
-        return first
+        if len(effects) > 1:
+            self._apply(effects[1:])
+        return effects[0]
 
     def local_release(self, lock_id: str, now: float) -> bool:
         released, effects = self.table.release(lock_id, now, LOCAL)
@@ -294,7 +306,9 @@ class ServerCore:
         return cancelled
 
     def local_reclaim(self, lock_id: str, names: list[str], token: int, now: float) -> bool:
-        return self.table.reclaim(lock_id, LOCAL, names, token, now)
+        granted = self.table.reclaim(lock_id, LOCAL, names, token, now)
+        self._foreign_ids = self._foreign_ids or granted
+        return granted
 
     def successor_must_wait_for(self) -> tuple[str, ...]:
         """Who may hold locks if this server dies now: its clients, and those it still waits for.

@@ -327,6 +327,10 @@ class LockTable:
         """Whether ``owner`` has a running lease."""
         return owner in self._lease_expiry
 
+    def in_use(self, lock_id: str) -> bool:
+        """Whether ``lock_id`` names a held lock or a waiting request."""
+        return lock_id in self._held or lock_id in self._pending
+
     def is_waiting(self, lock_id: str) -> bool:
         return lock_id in self._pending
 

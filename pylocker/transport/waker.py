@@ -39,9 +39,9 @@ class Waker:
         """Called by the woken thread before it drains its queue."""
         # Empty the pipe first, then disarm: disarming first would let a wake() that
         # lands in between leave the flag set with an empty pipe, and lose every later wake.
-        with contextlib.suppress(OSError):
-            while os.read(self._read_fd, 4096):
-                pass
+        # While armed nobody writes, so the pipe holds one byte at most: one read empties it.
+        with contextlib.suppress(OSError):  # nothing there (a spurious wake-up), or closed
+            os.read(self._read_fd, 4096)
         self._armed = False
 
     def close(self) -> None:
