@@ -159,14 +159,15 @@ class LockTable:
         """
         if lock_id in self._held or lock_id in self._pending:
             raise ValueError(f"lock id {lock_id!r} is already in use")
-        unique = tuple(dict.fromkeys(names))
+        unique = (names[0],) if len(names) == 1 else tuple(dict.fromkeys(names))
         if not unique:
             raise ValueError("a lock request needs at least one name")
         holders, queues = self._holders, self._queues
         if self.recover_until is None and all(n not in holders and n not in queues for n in unique):
-            out: list[Effect] = []
-            self._grant(_Request(lock_id, owner, unique, None, tag), now, out)
-            return out
+            token = self._next_token  # free: granted at once (what _grant does, without a _Request)
+            self._next_token = token + 1
+            self._hold(lock_id, owner, unique, token, now)
+            return [Granted(lock_id, owner, tag, unique, token)]
         if timeout is not None and timeout <= 0:
             return [TimedOut(lock_id, owner, tag, unique)]
         deadline = None if timeout is None else now + timeout
@@ -189,6 +190,11 @@ class LockTable:
             return False, []
         out: list[Effect] = []
         self._unhold(held)
+        heap = self._heap
+        if heap and heap[0][3] == lock_id:
+            # Its expiry is next (a lock taken and released before any other): drop it now,
+            # rather than let released locks pile up in the heap until a compaction.
+            heapq.heappop(heap)
         self._promote(held.names, now, out)
         return True, out
 

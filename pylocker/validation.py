@@ -33,6 +33,8 @@ def check_bool(value: Any, argument: str) -> None:
 
 def names(path: Any) -> list[str]:
     """The seed's ``path`` argument (a string or a list of strings) as a list of names."""
+    if type(path) is str and 0 < len(path) <= MAX_NAME_LEN:
+        return [path]  # the common case, checked in full
     names = [path] if isinstance(path, str) else path
     if not isinstance(names, (list, tuple, set, frozenset)):
         raise TypeError(f"path must be a string or a list of strings, not {type(path).__name__}")

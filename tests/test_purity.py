@@ -9,7 +9,7 @@ import pytest
 
 import pylocker
 
-PURE = ["table.py", "protocol.py", "mailbox.py"]
+PURE = ["table.py", "protocol.py", "mailbox.py", "server_core.py", "client_core.py"]
 FORBIDDEN = {"zmq", "socket", "threading", "time", "os", "asyncio", "pickle"}
 
 
@@ -47,3 +47,54 @@ def test_seed_module_paths_still_import() -> None:
     assert pylocker.ServerLocker is ServerLocker and pylocker.Locker is Locker
     assert pylocker.SingleLocker is SingleLocker and pylocker.FACTORY is FACTORY
     assert pylocker.LockersFactory is LockersFactory
+
+
+MAX_MODULE_LINES = 500
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    root = pathlib.Path(pylocker.__file__).parent
+    found = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _runtime_imports(name: str, path: pathlib.Path, modules: dict[str, pathlib.Path]) -> set[str]:
+    """Modules of the package that ``name`` imports when it is loaded (not under TYPE_CHECKING)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    imported = set()
+    for node in ast.parse(path.read_text()).body:  # module level: TYPE_CHECKING blocks are If nodes
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                imported.add(target if target in modules else base)
+    return {m for m in imported if m in modules and m != name}
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_no_import_circle_between_modules() -> None:
+    modules = _modules()
+    graph = {name: _runtime_imports(name, path, modules) for name, path in modules.items()}
+    packages = {name for name, path in modules.items() if path.name == "__init__.py"}
+
+    def circle_from(start: str) -> list[str] | None:
+        stack = [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for following in graph[node] - packages:  # a package's __init__ re-exports its children
+                if following == start:
+                    return trail
+                if following not in trail:
+                    stack.append((following, [*trail, following]))
+        return None
+
+    circles = [trail for trail in map(circle_from, sorted(set(graph) - packages)) if trail]
+    assert circles == []
+    assert graph["pylocker.lock"] == {"pylocker.errors"}  # the pythonic Lock reaches the node by argument
