@@ -125,6 +125,7 @@ class ServerCore:
         self.name = name
         self.unique_name = unique_name
         self.epoch = epoch
+        self._first_token = first_token
         self.pub_endpoint = pub_endpoint
         # After a failover: the clients of the previous server that may still hold locks.
         self._expected = set(recover_from) if recover_from is not None else set()
@@ -261,10 +262,22 @@ class ServerCore:
         self._broadcasts.append((topic_for(peer), p.encode(p.Probe(message.request_id))))
 
     def _on_reclaim(self, peer: bytes, info: ClientInfo | None, reclaim: p.Reclaim, now: float) -> None:
-        self._known(peer, info, now)
-        granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)
+        info = self._known(peer, info, now)
+        held = self.table.get(reclaim.lock_id)
+        if held is not None and held.owner == peer:
+            granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)  # still ours
+        elif info.unique_name not in self._expected or not self._earlier_token(reclaim.token):
+            # Only a client of the previous server may take back what it held there, and only
+            # with a token that server could have granted: no jump of the token sequence.
+            granted = False
+        else:
+            granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)
         self._foreign_ids = self._foreign_ids or granted
         self._sends.append((peer, p.encode(p.Reclaimed(reclaim.request_id, granted))))
+
+    def _earlier_token(self, token: int) -> bool:
+        """A fencing token granted before this server's epoch."""
+        return 0 < token < self._first_token
 
     def _on_reclaim_done(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
         if info is not None:
@@ -306,6 +319,9 @@ class ServerCore:
         return cancelled
 
     def local_reclaim(self, lock_id: str, names: list[str], token: int, now: float) -> bool:
+        held = self.table.get(lock_id)
+        if (held is None or held.owner != LOCAL) and not self._earlier_token(token):
+            return False
         granted = self.table.reclaim(lock_id, LOCAL, names, token, now)
         self._foreign_ids = self._foreign_ids or granted
         return granted

@@ -563,7 +563,7 @@ def test_max_lock_time_expiry_sends_expire_to_the_holder_and_grants_the_waiter()
 
 # ------------------------------------------------------------------------ recovery
 def test_recovery_grants_nothing_new_until_reclaim_done() -> None:
-    core = make_core(recover_from={"a"}, grace=5.0)
+    core = make_core(recover_from={"a"}, grace=5.0, first_token=1000)  # re-claimed tokens are earlier ones
     assert core.recovering
     hello(core, A)
     hello(core, B)
@@ -634,7 +634,7 @@ def test_deadlines_still_apply_while_recovering() -> None:
 
 
 def test_a_reclaimed_lock_id_is_never_generated_for_a_new_lock() -> None:
-    core = make_core(recover_from={"a"}, grace=5.0)
+    core = make_core(recover_from={"a"}, grace=5.0, first_token=1000)
     hello(core, A)
     hello(core, B)
     # Lock ids the core itself would hand out next ("1", "2", ...) come back from the old server.
@@ -650,12 +650,13 @@ def test_a_reclaimed_lock_id_is_never_generated_for_a_new_lock() -> None:
 
 
 def test_local_reclaim_during_recovery() -> None:
-    core = make_core(recover_from={SERVER}, grace=5.0)
+    core = make_core(recover_from={SERVER}, grace=5.0, first_token=1000)
     assert core.local_reclaim("mine", ["x"], 9, 0.0)
     assert not core.local_reclaim("again", ["x"], 10, 0.0)
     core.reclaim_done(SERVER, 0.1)
     assert core.local_release("mine", 0.2)
-    assert core.local_acquire("next", ["x"], None, 0.3) == Granted("next", b"", None, ("x",), 10)
+    # The new epoch's own sequence: a re-claimed token never moves it.
+    assert core.local_acquire("next", ["x"], None, 0.3) == Granted("next", b"", None, ("x",), 1000)
 
 
 # --------------------------------------------------------------------------- local

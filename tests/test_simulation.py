@@ -16,7 +16,7 @@ CI_SEEDS = 2000
 def test_a_reclaimed_lock_id_never_collides_with_a_new_grant() -> None:
     # Found by the simulation: a re-claim may bring any lock id; the ids the server
     # hands out later must step around it instead of failing (which stopped the loop).
-    core = ServerCore(name="s", unique_name="s", now=0.0, lease=5.0, recover_from={"c"}, grace=1.0)
+    core = ServerCore(name="s", unique_name="s", now=0.0, lease=5.0, recover_from={"c"}, grace=1.0, first_token=100)
     core.receive(b"c", [p.encode(p.Hello(1, "c", "c", 1))], 0.0)
     core.receive(b"c", [p.encode(p.Reclaim(2, core.new_lock_id(), ["a"], 7))], 0.0)  # id "1"
     core.receive(b"c", [p.encode(p.Reclaim(3, "2", ["b"], 8))], 0.0)  # the next id the server would use
