@@ -229,7 +229,10 @@ class LockerNode:
         self._stopped.set()
         if link is not None:
             # A serving locker leaves the server file: it names the clients still connected,
-            # so that a successor gives them a grace period to re-claim their locks.
+            # so that a successor gives them a grace period to re-claim their locks. It says
+            # it stopped, so that its live process is not taken for a server that still runs.
+            if isinstance(link, Server) and self.fingerprint is not None:
+                self._publish_fingerprint(self.fingerprint._replace(timestamp=time.time(), stopped=True))
             link.close()
         if term is not None:
             term.resign()
@@ -334,7 +337,7 @@ class LockerNode:
                         lease=config.lease, epoch=term.epoch, first_token=first_token(term.epoch),
                         recover_from=recover_from, grace=max(lease, MIN_GRACE), on_lost=self._lost,
                         on_publications=self.inbox.deliver_packed, on_clients_changed=self._clients_changed,
-                        on_tick=self._refresh_fingerprint)
+                        on_tick=self._refresh_fingerprint, on_failure=self._give_up_serving)
         try:
             server.start()
             bound = server.address
@@ -362,9 +365,31 @@ class LockerNode:
         link.reclaim_done()
 
     def _refresh_fingerprint(self) -> None:
+        # Runs on the server's I/O thread, once a second.
+        term = self._term
+        if term is not None and not term.valid():
+            self._give_up_serving("its election lock file was deleted or replaced; another locker may serve")
+            return
         fp = self.fingerprint
         if self.server is not None and fp is not None:
             self._publish_fingerprint(fp._replace(timestamp=time.time()))
+
+    def _give_up_serving(self, reason: str) -> None:
+        """Fail-stop: stop serving and give up the election, so that a successor can take over."""
+        with self._role_lock:
+            link, term = self._link, self._term
+            if not isinstance(link, Server) or self._closing:
+                return
+            self._link = self._term = None
+        self._log.error("%s stops serving: %s", self.config.name, reason)
+        fp = self.fingerprint
+        if fp is not None and term is not None and term.valid():
+            self._publish_fingerprint(fp._replace(timestamp=time.time(), stopped=True))
+        link.close()  # from its own I/O thread too: stop() never joins itself
+        if term is not None:
+            term.resign()
+        self._lose_all("the serving locker stopped")  # its table, and every lock in it, is gone
+        self._start_failover()
 
     def _clients_changed(self, clients: list[str]) -> None:
         fp = self.fingerprint
@@ -411,6 +436,10 @@ class LockerNode:
             self._fresh_session = True
         elif link is not None:
             self._believe_until = link.valid_until
+        self._start_failover()
+
+    def _start_failover(self) -> None:
+        """Find the next serving locker (or become it) on a thread of its own; stop without reconnect."""
         with self._role_lock:
             if self._closing:
                 return
@@ -418,6 +447,8 @@ class LockerNode:
             if not self.config.reconnect:
                 self._log.error("%s lost the serving locker; reconnect is off", self.config.name)
                 self._lose_all("connection lost")
+                self._set_role(Role.STOPPED)
+                self._stopped.set()
                 return
             if self._failover_thread is not None and self._failover_thread.is_alive():
                 return

@@ -67,7 +67,9 @@ class Server:
                  on_publications: PublicationsCallback | None = None,
                  on_clients_changed: Callable[[list[str]], None] | None = None,
                  on_tick: Callable[[], None] | None = None,
+                 on_failure: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """``on_failure(reason)``: the serving loop died (a bug): the locker must give up serving."""
         self._requested = address
         self._security = security
         self.name = name
@@ -77,6 +79,7 @@ class Server:
         self._on_publications = on_publications
         self._on_clients_changed = on_clients_changed
         self._on_tick = on_tick
+        self._on_failure = on_failure
         self._clock = clock
         self._core = ServerCore(name=name, unique_name=unique_name, now=clock(), max_lock_time=max_lock_time,
                                 lease=lease, epoch=epoch, first_token=first_token, recover_from=recover_from,
@@ -369,12 +372,18 @@ class Server:
                     next_tick = now + TICK
                     if self._on_tick is not None:
                         self._on_tick()
-        except Exception:
+        except Exception as exc:
             log.exception("the serving loop failed")
+            failed: Exception | None = exc
+        else:
+            failed = None
         finally:
             self._running = False
             self._transport = None
             transport.close()
+        if failed is not None and self._on_failure is not None:
+            # Fail-stop: a locker whose serving loop is dead must not keep the election.
+            self._on_failure(f"its serving loop failed ({type(failed).__name__}: {failed})")
 
     def _flush(self, transport: ServerTransport) -> None:
         outbox = self._outbox

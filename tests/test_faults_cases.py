@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from typing import Any
+
+from conftest import wait_for
+
 from pylocker import protocol as p
+from pylocker.election import serverfile
 from pylocker.election.base import first_token
 from pylocker.server_core import ServerCore
 
@@ -43,3 +50,66 @@ def test_case6_only_the_previous_servers_clients_may_reclaim_while_recovering() 
     assert not _reclaim(core, b"stranger", "x1", ["a"], first_token(1) + 1)  # not a client of epoch 1
     _hello(core, b"holder", "holder")
     assert _reclaim(core, b"holder", "x1", ["a"], first_token(1) + 1)
+
+
+# ------------------------------------------------------------------ case 7: the election lock file
+def test_case7_a_deleted_election_lock_does_not_let_a_second_locker_serve(make_locker: Any, server_file: str) -> None:
+    first = make_locker()
+    assert first.isServer
+    os.unlink(server_file + ".lock")
+    second = make_locker()
+    assert not second.isServer, "two lockers serve one server file"
+    assert second.isClient and second.serverUniqueName == first.uniqueName
+    assert first.isServer
+
+
+def test_case7_fencing_tokens_keep_growing_when_the_election_lock_is_lost(make_locker: Any, server_file: str) -> None:
+    first = make_locker()
+    ok, lock_id = first.acquire_lock("a")
+    assert ok
+    token = first.fencing_token(lock_id)
+    first.stop()
+    os.unlink(server_file + ".lock")  # the epoch it kept is gone with it
+    second = make_locker()
+    assert second.isServer
+    ok, lock_id = second.acquire_lock("a")
+    assert ok
+    assert second.fencing_token(lock_id) > token
+
+
+def test_case7_a_server_takes_back_a_deleted_election_lock_file(make_locker: Any, server_file: str) -> None:
+    server = make_locker()
+    assert server.isServer
+    os.unlink(server_file + ".lock")
+    wait_for(lambda: serverfile.someone_serves(server_file), timeout=10)  # locked again, by the server
+    assert server.isServer
+    assert not make_locker().isServer
+
+
+def test_case7_a_server_whose_election_lock_another_locker_holds_stops_serving(
+        make_locker: Any, server_file: str) -> None:
+    server = make_locker()
+    assert server.isServer
+    os.unlink(server_file + ".lock")
+    fd = os.open(server_file + ".lock", os.O_RDWR | os.O_CREAT, 0o600)  # another locker's lock file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        wait_for(lambda: not server.isServer, timeout=10)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ case 10: a dead serving loop
+def test_case10_a_serving_locker_whose_loop_dies_gives_up_the_election(make_locker: Any) -> None:
+    server = make_locker()
+    assert server.isServer
+    core = server.node.server._core
+
+    def broken(now: float) -> None:
+        raise RuntimeError("a bug in the serving loop")
+
+    core.tick = broken  # type: ignore[method-assign]  # the next loop iteration dies
+    server.node.server._wake()
+    wait_for(lambda: not server.isServer, timeout=10)
+    successor = make_locker()
+    assert successor.isServer, "the dead server kept the election: nobody can serve"

@@ -32,6 +32,7 @@ class Fingerprint(NamedTuple):
     epoch: int = 0
     clients: tuple[str, ...] = ()
     host: str = ""
+    stopped: bool = False  # the server stopped serving on purpose (its process may live on)
 
 
 class Term(Protocol):
@@ -44,6 +45,9 @@ class Term(Protocol):
     @property
     def held(self) -> bool:
         """Whether this term is still held."""
+
+    def valid(self) -> bool:
+        """Whether the term still stands: held, and nothing replaced what it holds (a lock file)."""
 
     def resign(self) -> None:
         """Give the term up; another campaign may then win."""

@@ -23,6 +23,9 @@ class MemoryTerm:
     def resign(self) -> None:
         self._store._end(self)
 
+    def valid(self) -> bool:
+        return self.held
+
 
 class MemoryElectionStore:
     """One election: the current term, its epoch counter and the published fingerprint."""

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import stat
@@ -35,6 +36,10 @@ __all__ = ["TOKEN_EPOCH_SHIFT", "ElectionLock", "Fingerprint", "ServerFileElecti
 
 DEFAULT_NAME: Final = ".pylocker.serverlocker"
 FRESH_FINGERPRINT: Final = 10.0  # seconds; a fingerprint from another host this recent names a live server
+# A serving locker refreshes its fingerprint every second: one refreshed this recently
+# belongs to a server that runs now (a dead or frozen one stops refreshing).
+LIVE_REFRESH: Final = 3.0
+logger = logging.getLogger(__name__)
 
 
 def this_host() -> str:
@@ -80,7 +85,7 @@ def read(path: str) -> Fingerprint | None:
             address=str(data["address"]), port=int(data["port"]), pid=int(data["pid"]),
             name=str(data.get("name", "")), epoch=int(data.get("epoch", 0)),
             clients=tuple(str(c) for c in data.get("clients", ())[:100_000]),
-            host=str(data.get("host", "")))
+            host=str(data.get("host", "")), stopped=data.get("stopped") is True)
     except (ValueError, KeyError, TypeError) as exc:
         raise ServerFileError(f"{path!r} does not hold a server fingerprint: {exc}") from None
 
@@ -93,7 +98,7 @@ def write(path: str, fingerprint: Fingerprint) -> None:
         "uniqueName": fingerprint.unique_name, "timestamp": fingerprint.timestamp,
         "address": fingerprint.address, "port": fingerprint.port, "pid": fingerprint.pid,
         "name": fingerprint.name, "epoch": fingerprint.epoch, "clients": list(fingerprint.clients),
-        "host": fingerprint.host,
+        "host": fingerprint.host, "stopped": fingerprint.stopped,
     }).encode()
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
@@ -106,16 +111,33 @@ def write(path: str, fingerprint: Fingerprint) -> None:
         raise
 
 
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` names the file open at ``fd`` (not unlinked, not replaced)."""
+    try:
+        return _identity(os.lstat(path)) == _identity(os.fstat(fd))
+    except OSError:
+        return False
+
+
 class ElectionLock:
     """The OS lock that makes its holder the one serving locker of a server file (a Term)."""
 
     def __init__(self, server_file: str) -> None:
         self.path = server_file + ".lock"
         self._fd: int | None = None
+        self._identity = (0, 0)
         self.epoch = 0
 
-    def try_acquire(self) -> bool:
-        """Take the lock if nobody holds it; never blocks."""
+    def try_acquire(self, floor_epoch: int = 0) -> bool:
+        """Take the lock if nobody holds it; never blocks.
+
+        The new epoch is above both the one kept in the lock file and ``floor_epoch``
+        (the server file's), so that losing the lock file never sends tokens backwards.
+        """
         if self._fd is not None:
             return True
         _refuse_symlink(self.path)
@@ -131,18 +153,48 @@ class ElectionLock:
         except BaseException:
             os.close(fd)
             raise
+        # The path must still name the file we locked: a lock on a file that was unlinked
+        # or replaced meanwhile elects nobody (another locker may hold the new one).
+        if not _same_file(fd, self.path):
+            os.close(fd)
+            return False
         self._fd = fd
-        self.epoch = self._next_epoch(fd)
+        self._identity = _identity(os.fstat(fd))
+        self.epoch = self._next_epoch(fd, floor_epoch)
+        return True
+
+    def valid(self) -> bool:
+        """Held, and the lock file's path names the file this lock holds.
+
+        A lock file that was deleted, or replaced by one that nobody holds, is taken back
+        (with this term's epoch): only a file another locker holds ends the term.
+        """
+        fd = self._fd
+        if fd is None:
+            return False
+        if _same_file(fd, self.path):
+            return True
+        replacement = ElectionLock(self.path[: -len(".lock")])
+        try:
+            taken = replacement.try_acquire(self.epoch - 1)  # writes max(its epoch, ours - 1) + 1 >= ours
+        except (OSError, ServerFileError):
+            taken = False
+        if not taken:
+            return False
+        logger.warning("the election lock file %s was deleted or replaced: taken back", self.path)
+        os.close(fd)
+        self._fd, self._identity = replacement._fd, replacement._identity
+        replacement._fd = None
         return True
 
     @staticmethod
-    def _next_epoch(fd: int) -> int:
+    def _next_epoch(fd: int, floor_epoch: int) -> int:
         raw = os.pread(fd, 32, 0)
         try:
             previous = int(raw.decode("ascii").strip() or 0)
         except ValueError:
             previous = 0
-        epoch = previous + 1
+        epoch = max(previous, floor_epoch) + 1
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(epoch).encode("ascii"), 0)
         os.fsync(fd)  # an epoch must never be handed out twice, even across a power loss
@@ -180,6 +232,18 @@ def someone_serves(server_file: str) -> bool:
     return False
 
 
+def _still_serves(fingerprint: Fingerprint) -> bool:
+    """Whether the server of ``fingerprint`` runs now: not stopped, refreshing, its process alive."""
+    if fingerprint.stopped or not is_fresh(fingerprint, LIVE_REFRESH):
+        return False
+    if fingerprint.host != this_host():
+        return True  # another host's fresh fingerprint: let it go stale first
+    try:
+        return bool(psutil.Process(fingerprint.pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
 def is_fresh(fingerprint: Fingerprint, max_age: float) -> bool:
     return time.time() - fingerprint.timestamp <= max_age
 
@@ -195,8 +259,18 @@ class ServerFileElection:
         return self.path
 
     def campaign(self) -> ElectionLock | None:
+        try:
+            previous = read(self.path)
+        except ServerFileError:
+            previous = None
+        if previous is not None and _still_serves(previous):
+            # A free lock file (or none) is no proof that nobody serves: it may have been
+            # deleted under a live server. Touching nothing here lets that server take it back.
+            return None
         election = ElectionLock(self.path)
-        return election if election.try_acquire() else None
+        if not election.try_acquire(previous.epoch if previous is not None else 0):
+            return None
+        return election
 
     def read(self) -> Fingerprint | None:
         return read(self.path)
