@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, Final, NamedTuple, Union
 
 from . import protocol as p
-from .errors import RemoteProtocolError
+from .errors import NOT_WELCOMED, RemoteProtocolError
 from .protocol import BROADCAST, topic_for
 
 HEARTBEAT_MAX: Final = 1.0  # seconds between heartbeats at most
@@ -185,6 +185,10 @@ class ClientCore:
         self._answer(message)
 
     def _answer(self, message: p.Message) -> None:
+        if type(message) is p.Error and message.code == NOT_WELCOMED and not self.lapsed:
+            # The server has forgotten this connection, and every lock it held here with it.
+            self.lapsed = True
+            self._events.append(LeaseLapsed("the serving locker no longer knows this connection"))
         request_id = message.request_id
         pending = self._pending.pop(request_id, None) if request_id else None
         if pending is None:

@@ -123,9 +123,15 @@ class RequestDropped(NotConnected):
     """The serving locker dropped a waiting request because its session ended."""
 
 
+@_wire_code(4)
+class NotWelcomed(NotConnected):
+    """The serving locker does not know this connection (it never said hello, or was forgotten)."""
+
+
 BAD_FRAME: Final = LocalProtocolError.code
 NOT_HOLDER: Final = NotLockHolder.code
 DROPPED: Final = RequestDropped.code
+NOT_WELCOMED: Final = NotWelcomed.code
 
 
 def error_for(code: int, detail: str) -> PylockerError:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import threading
 import time
 from typing import Callable, Final
@@ -58,16 +57,6 @@ SUCCESSOR_WAIT: Final = 0.5  # a failing-over client waits this long for a succe
 FAILOVER_CONNECT: Final = 1.0  # seconds one failover attempt waits for a server's answer
 
 LostCallback = Callable[[str, str], None]
-
-
-def advertised(host: str) -> str:
-    """The address other machines reach a server listening on ``host`` at."""
-    if host in ("0.0.0.0", "*", "", "::"):  # noqa: S104 (recognising the wildcard, not binding it)
-        try:
-            return socket.gethostbyname(socket.gethostname())
-        except OSError:
-            return "127.0.0.1"
-    return host
 
 
 class LockerNode:
@@ -173,7 +162,7 @@ class LockerNode:
                                 self.config.connect_timeout)
                 break
             if fp is not None and election.looks_alive(fp):
-                address = self._address_of(fp)
+                address = addresses.parse(fp.address, fp.port)
                 if address.scheme == "inproc" and fp.pid != os.getpid():
                     self._log.error("the serving locker of %r listens at %s, inside process %d: only lockers "
                                     "of that process can reach it", election.description, address, fp.pid)
@@ -342,7 +331,7 @@ class LockerNode:
             server.start()
             bound = server.address
             fingerprint = Fingerprint(
-                self.unique_name, time.time(), advertised(bound.host) if bound.is_tcp else bound.url,
+                self.unique_name, time.time(), addresses.advertised(bound.host) if bound.is_tcp else bound.url,
                 bound.port, os.getpid(), config.name, term.epoch, (), this_host())
             election.publish(fingerprint)
         except BaseException:
@@ -407,10 +396,6 @@ class LockerNode:
             self._log.error("cannot refresh server file %r: %s", election.description, exc)
 
     # ------------------------------------------------------------ connecting
-    @staticmethod
-    def _address_of(fp: Fingerprint) -> Address:
-        return addresses.parse(fp.address, fp.port)
-
     def _open_client(self, address: Address, timeout: float) -> Client:
         config = self.config
         client = Client(address, self._security(config.password), name=config.name,
@@ -456,24 +441,19 @@ class LockerNode:
                                                      name=f"pylocker-failover-{self.config.name}")
             self._failover_thread.start()
 
-    def _closing_now(self) -> bool:
-        # Another thread may set _closing while a loop runs; a call keeps mypy from treating
-        # a re-check inside ``while not self._closing`` as unreachable.
-        return self._closing
-
     def _failover(self) -> None:
         lost = self.fingerprint
         started = time.monotonic()
         self._log.warning("%s lost the serving locker %s; finding the next one", self.config.name,
                           lost.unique_name if lost else "?")
         retry = RETRY_FIRST
-        while not self._closing:
+        while True:  # until back, or closing (checked under the role lock: stop() sets it there)
             believe_until = self._believe_until
             if believe_until is not None and time.monotonic() >= believe_until and len(self.owned):
                 self._lose_all("lease")  # not re-claimed in time: the next server may grant them
                 self._fresh_session = True
             with self._role_lock:
-                if self._closing_now():
+                if self._closing:
                     break
                 old = self._link
                 self._link = None
@@ -512,7 +492,7 @@ class LockerNode:
                 return False
             if lost is not None and fp.unique_name == lost.unique_name and elapsed < SUCCESSOR_WAIT:
                 return False  # most likely a successor is about to publish its own fingerprint
-            client = self._open_client(self._address_of(fp), FAILOVER_CONNECT)
+            client = self._open_client(addresses.parse(fp.address, fp.port), FAILOVER_CONNECT)
         self._reclaim(client)
         return True
 

@@ -36,7 +36,7 @@ import itertools
 from typing import Any, Callable, Final, NamedTuple, Union
 
 from . import protocol as p
-from .errors import BAD_FRAME, DROPPED, NOT_HOLDER, RemoteProtocolError
+from .errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED, RemoteProtocolError
 from .protocol import BROADCAST, topic_for
 from .table import Dropped, Effect, Expired, Granted, LockTable, TimedOut
 
@@ -143,13 +143,18 @@ class ServerCore:
         self._broadcasts: list[Broadcast] = []
         self._events: list[ServerEvent] = []
         # Each handler takes the decoded message of its own type (Any here: the table is keyed on that type).
-        self._handlers: dict[type, Callable[[bytes, ClientInfo | None, Any, float], None]] = {
+        # What any peer may send: a hello, a goodbye, a withdrawal.
+        self._greetings: dict[type, Callable[[bytes, ClientInfo | None, Any, float], None]] = {
             p.Hello: self._on_hello,
+            p.Bye: self._on_bye,
+            p.Cancel: self._on_cancel,
+        }
+        # What only a peer that said hello may send (others are refused NOT_WELCOMED, and
+        # never reach the client list, so they cannot inflate the server file).
+        self._handlers: dict[type, Callable[[bytes, ClientInfo, Any, float], None]] = {
             p.Acquire: self._on_acquire,
             p.Release: self._on_release,
-            p.Cancel: self._on_cancel,
             p.Heartbeat: self._on_heartbeat,
-            p.Bye: self._on_bye,
             p.Publish: self._on_publish,
             p.SubscribeCheck: self._on_subscribe_check,
             p.Reclaim: self._on_reclaim,
@@ -188,22 +193,22 @@ class ServerCore:
             self._bad_frame(peer, str(exc))
             self._refuse(peer, 0, BAD_FRAME, f"bad frame: {exc}")
             return
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            self._refuse(peer, message.request_id, BAD_FRAME, f"{type(message).__name__} is not a request")
-            return
         info = self._clients.get(peer)
         if info is not None:
             self.table.touch(peer, now)  # any traffic renews the lease
-        handler(peer, info, message, now)
-
-    def _known(self, peer: bytes, info: ClientInfo | None, now: float) -> ClientInfo:
-        if info is None:
-            # A client we had forgotten (its lease lapsed while it was frozen) is back.
-            info = self._clients[peer] = ClientInfo("", peer.decode("utf-8", "replace"), 0)
-            self._clients_dirty = True
-            self.table.touch(peer, now)
-        return info
+        kind = type(message)
+        handler = self._handlers.get(kind)
+        if handler is not None:
+            if info is None:
+                self._refuse(peer, message.request_id, NOT_WELCOMED, "this connection is not known here: say hello")
+            else:
+                handler(peer, info, message, now)
+            return
+        greeting = self._greetings.get(kind)
+        if greeting is None:
+            self._refuse(peer, message.request_id, BAD_FRAME, f"{kind.__name__} is not a request")
+            return
+        greeting(peer, info, message, now)
 
     def _on_hello(self, peer: bytes, info: ClientInfo | None, hello: p.Hello, now: float) -> None:
         if info is None or info.unique_name != hello.unique_name or info.name != hello.name:
@@ -215,8 +220,7 @@ class ServerCore:
                                                      table.max_lock_time, table.lease, self.pub_endpoint,
                                                      self.epoch))))
 
-    def _on_acquire(self, peer: bytes, info: ClientInfo | None, acquire: p.Acquire, now: float) -> None:
-        self._known(peer, info, now)
+    def _on_acquire(self, peer: bytes, info: ClientInfo, acquire: p.Acquire, now: float) -> None:
         key = (peer, acquire.request_id)
         if key in self._queued:
             self._refuse(peer, acquire.request_id, BAD_FRAME, "request id in use")
@@ -228,8 +232,7 @@ class ServerCore:
         else:
             self._queued[key] = lock_id
 
-    def _on_release(self, peer: bytes, info: ClientInfo | None, release: p.Release, now: float) -> None:
-        self._known(peer, info, now)
+    def _on_release(self, peer: bytes, info: ClientInfo, release: p.Release, now: float) -> None:
         held = self.table.get(release.lock_id)
         if held is not None and held.owner != peer:
             self._refuse(peer, release.request_id, NOT_HOLDER, "lock is held by another locker")
@@ -246,23 +249,19 @@ class ServerCore:
             _, effects = self.table.cancel(lock_id, now, peer)
             self._apply(effects)
 
-    def _on_heartbeat(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
-        self._known(peer, info, now)
+    def _on_heartbeat(self, peer: bytes, info: ClientInfo, message: p.Message, now: float) -> None:
         self._sends.append((peer, p.encode(p.Pong(message.request_id))))
 
     def _on_bye(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
         self.forget(peer, now)
 
-    def _on_publish(self, peer: bytes, info: ClientInfo | None, publish: p.Publish, now: float) -> None:
-        info = self._known(peer, info, now)
+    def _on_publish(self, peer: bytes, info: ClientInfo, publish: p.Publish, now: float) -> None:
         self._route(info.unique_name, info.name, publish.receivers, publish.item_count, publish.items)
 
-    def _on_subscribe_check(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
-        self._known(peer, info, now)
+    def _on_subscribe_check(self, peer: bytes, info: ClientInfo, message: p.Message, now: float) -> None:
         self._broadcasts.append((topic_for(peer), p.encode(p.Probe(message.request_id))))
 
-    def _on_reclaim(self, peer: bytes, info: ClientInfo | None, reclaim: p.Reclaim, now: float) -> None:
-        info = self._known(peer, info, now)
+    def _on_reclaim(self, peer: bytes, info: ClientInfo, reclaim: p.Reclaim, now: float) -> None:
         held = self.table.get(reclaim.lock_id)
         if held is not None and held.owner == peer:
             granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)  # still ours
@@ -279,9 +278,8 @@ class ServerCore:
         """A fencing token granted before this server's epoch."""
         return 0 < token < self._first_token
 
-    def _on_reclaim_done(self, peer: bytes, info: ClientInfo | None, message: p.Message, now: float) -> None:
-        if info is not None:
-            self.reclaim_done(info.unique_name, now)
+    def _on_reclaim_done(self, peer: bytes, info: ClientInfo, message: p.Message, now: float) -> None:
+        self.reclaim_done(info.unique_name, now)
 
     # ------------------------------------------------------------ local input
     def new_lock_id(self) -> str:

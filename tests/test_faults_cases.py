@@ -9,6 +9,7 @@ from typing import Any
 from conftest import wait_for
 
 from pylocker import protocol as p
+from pylocker.errors import NotWelcomed
 from pylocker.election import serverfile
 from pylocker.election.base import first_token
 from pylocker.server_core import ServerCore
@@ -113,3 +114,27 @@ def test_case10_a_serving_locker_whose_loop_dies_gives_up_the_election(make_lock
     wait_for(lambda: not server.isServer, timeout=10)
     successor = make_locker()
     assert successor.isServer, "the dead server kept the election: nobody can serve"
+
+
+# ------------------------------------------------------------------ case 8: the server file's size
+def test_case8_peers_that_never_said_hello_never_reach_the_client_list() -> None:
+    core = ServerCore(name="s", unique_name="server", now=0.0, lease=5.0)
+    for index in range(50):  # a peer cycling routing ids, never saying hello
+        core.receive(f"ghost-{index}".encode(), [p.encode(p.Heartbeat(1))], 0.0)
+        core.receive(f"ghost-{index}".encode(), [p.encode(p.Acquire(2, [f"n{index}"], 0))], 0.0)
+    out = core.take()
+    assert core.successor_must_wait_for() == ()
+    assert not any(isinstance(p.decode(frame), p.Grant) for _, frame in out.sends)
+    refusals = [p.decode(frame) for _, frame in out.sends]
+    assert refusals and all(isinstance(r, p.Error) and r.code == NotWelcomed.code for r in refusals)
+
+
+def test_case8_a_server_file_naming_thousands_of_clients_is_read_whole(make_locker: Any, server_file: str) -> None:
+    server = make_locker()
+    fp = serverfile.read(server_file)
+    assert fp is not None
+    many = tuple(f"{index:032x}" for index in range(5000))  # about 180 KB of client names
+    serverfile.write(server_file, fp._replace(clients=many))
+    assert serverfile.read(server_file).clients == many
+    client = make_locker()
+    assert client.isClient and server.isServer

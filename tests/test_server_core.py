@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pylocker import protocol as p
-from pylocker.errors import BAD_FRAME, DROPPED, NOT_HOLDER
+from pylocker.errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED
 from pylocker.protocol import BROADCAST, topic_for
 from pylocker.server_core import (
     BAD_FRAMES_LOGGED,
@@ -524,11 +524,16 @@ def test_any_traffic_renews_the_lease(renew: Callable[[int], p.Message]) -> None
     assert granted.request_id == 31
 
 
-def test_a_forgotten_peer_that_comes_back_is_known_again() -> None:
+def test_a_forgotten_peer_must_say_hello_again() -> None:
     core = make_core(lease=1.0)
     hello(core, A, 0.0)
     core.tick(1.0)
     assert core.take().events == [ClientsChanged(())]
+    # Its lease lapsed: whatever it held is gone, and so is the connection, until it says hello.
+    [refusal] = replies(send(core, A, p.Acquire(2, ["x"], None), 5.0))
+    assert refusal == (A, p.Error(2, NOT_WELCOMED, refusal[1].detail))
+    assert A not in core.clients()
+    hello(core, A, 5.0)
     grant(core, A, ["x"], 5.0)
     assert A in core.clients()
     core.tick(5.5)

@@ -39,6 +39,7 @@ FRESH_FINGERPRINT: Final = 10.0  # seconds; a fingerprint from another host this
 # A serving locker refreshes its fingerprint every second: one refreshed this recently
 # belongs to a server that runs now (a dead or frozen one stops refreshing).
 LIVE_REFRESH: Final = 3.0
+MAX_SERVER_FILE: Final = 16 * 1024 * 1024  # bytes: about 400,000 client names
 logger = logging.getLogger(__name__)
 
 
@@ -77,7 +78,9 @@ def read(path: str) -> Fingerprint | None:
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as handle:
-        raw = handle.read(65536)
+        raw = handle.read(MAX_SERVER_FILE + 1)  # whole: a server with many clients lists them all
+    if len(raw) > MAX_SERVER_FILE:
+        raise ServerFileError(f"{path!r} is over {MAX_SERVER_FILE} bytes: not a server fingerprint")
     try:
         data: Any = json.loads(raw)
         return Fingerprint(

@@ -7,6 +7,7 @@ beside it, as pylocker 3.1's ``(address, port)`` pairs did.
 
 from __future__ import annotations
 
+import socket
 from typing import Final, NamedTuple
 
 from ..errors import AddressError
@@ -100,3 +101,13 @@ def _port(port: object, original: str) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise AddressError(f"port of {original!r} must be an integer from 0 to 65535, got {port!r}")
     return port
+
+
+def advertised(host: str) -> str:
+    """The address other machines reach a server listening on ``host`` at (the wildcard: this host's)."""
+    if host in ("0.0.0.0", "*", "", "::"):  # noqa: S104 (recognising the wildcard, not binding it)
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "127.0.0.1"
+    return host
