@@ -138,3 +138,26 @@ def test_case8_a_server_file_naming_thousands_of_clients_is_read_whole(make_lock
     assert serverfile.read(server_file).clients == many
     client = make_locker()
     assert client.isClient and server.isServer
+
+
+# ------------------------------------------------------------------ case 5: an old fingerprint
+def test_case5_a_successor_waits_for_the_previous_clients_however_old_the_fingerprint(
+        make_locker: Any, server_file: str) -> None:
+    server = make_locker()
+    fp = serverfile.read(server_file)
+    server.stop()
+    # As if the server had been stopped (SIGSTOP) for an hour with a client holding a lock, then killed:
+    serverfile.write(server_file, fp._replace(timestamp=fp.timestamp - 3600, clients=("holder",), stopped=False,
+                                              pid=_a_dead_pid()))
+    successor = make_locker()
+    assert successor.isServer
+    assert successor.node.server.recovering  # the holder gets its grace period to re-claim
+
+
+def _a_dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
