@@ -161,3 +161,19 @@ def _a_dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+# ------------------------------------------------------------------ case 12: lock-out of the innocent
+def test_case12_failures_of_an_unlisted_key_never_lock_out_a_listed_one() -> None:
+    import logging
+
+    from pylocker.transport.zap import AuthGuard
+
+    now = [0.0]
+    guard = AuthGuard({b"listed"}, logging.getLogger("test"), clock=lambda: now[0])
+    for _ in range(AuthGuard.MAX_FAILURES + 1):
+        assert not guard.admit("10.0.0.7", b"stranger")
+    assert not guard.admit("10.0.0.7", b"stranger")  # throttled now
+    assert guard.admit("10.0.0.7", b"listed"), "a listed machine behind the same address is locked out"
+    now[0] += 0.5
+    assert not guard.admit("10.0.0.7", b"stranger")

@@ -36,6 +36,19 @@ class AuthGuard:
         self._cooldown: dict[str, float] = {}
         self.refused = 0
 
+    def admit(self, address: str, key: bytes) -> bool:
+        """Whether to admit ``key`` from ``address``: a listed key always; others unless throttled.
+
+        The throttle is per address, for unlisted keys only: failures of one unlisted key
+        never lock out a listed machine behind the same address (or every local ipc peer).
+        """
+        if key in self._allowed:
+            self._failures.pop(address, None)
+            return True
+        if self.is_blocked(address):
+            return False
+        return self.check(address, key)
+
     def is_blocked(self, address: str) -> bool:
         until = self._blocked_until.get(address)
         if until is None:
@@ -84,12 +97,9 @@ class GuardedAuthenticator(ThreadAuthenticator):
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else ""
-        if len(msg) > 1 and self._guard.is_blocked(self._address):
-            self._send_zap_reply(msg[1], b"400", b"Too many failures")
-            return
         await super().handle_zap_message(msg)
 
     def callback(self, domain: str, key: bytes) -> bool:
-        return self._guard.check(self._address, key)
+        return self._guard.admit(self._address, key)
 
 
