@@ -177,3 +177,39 @@ def test_case12_failures_of_an_unlisted_key_never_lock_out_a_listed_one() -> Non
     assert guard.admit("10.0.0.7", b"listed"), "a listed machine behind the same address is locked out"
     now[0] += 0.5
     assert not guard.admit("10.0.0.7", b"stranger")
+
+
+# ------------------------------------------------------------------ case 9: what a peer can push
+def test_case9_bad_frames_from_ever_new_routing_ids_cannot_flood_the_log(caplog: Any) -> None:
+    import logging
+    import threading
+
+    from pylocker.server import Server
+    from pylocker.transport import address
+    from pylocker.transport.base import Security
+    from pylocker.transport.keys import derive_keys
+    from pylocker.transport.memory import MemoryTransport
+
+    where = address.parse(f"memory://case9-{os.getpid()}-{threading.get_ident()}")
+    security = Security(derive_keys("pw"))
+    server = Server(where, security, name="s", unique_name="s", max_lock_time=None, lease=5.0)
+    server.start()
+    transport = MemoryTransport()
+    try:
+        with caplog.at_level(logging.WARNING, logger="pylocker.server"):
+            for index in range(400):  # every peer new: a per-peer limit would log each of them
+                peer = transport.connect(where, security, f"ghost-{index}".encode(), logging.getLogger("t"),
+                                         lambda: None, lambda: None)
+                peer.send(b"\xc1 garbage")
+                peer.close()
+            probe = transport.connect(where, security, b"probe", logging.getLogger("t"), lambda: None, lambda: None)
+            probe.send(p.encode(p.Hello(9, "probe", "probe", 1)))
+            deadline = 100
+            while deadline and not probe.poll(0.1)[0]:
+                deadline -= 1
+            assert any(isinstance(p.decode(frame), p.Welcome) for frame in probe.receive())
+            probe.close()
+        lines = [r for r in caplog.records if "bad frame" in r.getMessage()]
+        assert len(lines) <= 25, f"{len(lines)} log lines for 400 bad frames"
+    finally:
+        server.stop()
