@@ -29,6 +29,7 @@ from .zmq_common import (
     PORT_SEARCH,
     PUB_HWM,
     RECV_BATCH,
+    REPLY_HWM,
     REQUEST_HWM,
     SCHEMES,
     Socket,
@@ -124,7 +125,10 @@ class ZmqServerTransport:
         router = self._router = self._socket(zmq.ROUTER, keys)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer fails the send: send() says False
-        router.setsockopt(zmq.SNDHWM, 0)
+        # Frames queued towards one peer at most: one that does not read loses the rest (send()
+        # says False) instead of growing the server. It gets no answers, so its own lease clock
+        # lapses and it reconnects; nothing it believes outlives what the server grants.
+        router.setsockopt(zmq.SNDHWM, REPLY_HWM)
         router.setsockopt(zmq.RCVHWM, REQUEST_HWM)
         pub = self._pub = self._socket(zmq.PUB, keys)
         pub.setsockopt(zmq.SNDHWM, PUB_HWM)

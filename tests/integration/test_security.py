@@ -372,3 +372,34 @@ def test_a_flood_of_bad_frames_cannot_flood_the_log(serving: ServerLocker, caplo
     lines = [r for r in caplog.records if "bad frame" in r.getMessage()]
     assert 5 <= len(lines) <= 10  # the first few one by one, then a summary per thousand
     assert any("3000 bad frames" in r.getMessage() for r in lines)
+
+
+def test_replies_to_a_peer_that_never_reads_are_bounded(server_process: tuple[int, int]) -> None:
+    # Issue 11, case 9: the server's queue towards one peer must not grow without bound.
+    pid, port = server_process
+    server = psutil.Process(pid)
+    with _authenticated_dealer(port) as dealer:
+        dealer.send(p.encode(p.Hello(1, "deaf", "deaf", os.getpid())))
+        assert dealer.poll(10_000)
+        dealer.recv()
+        rss_before = server.memory_info().rss
+        heartbeat = p.encode(p.Heartbeat(7))
+        for _ in range(300_000):  # and never read a Pong
+            dealer.send(heartbeat)
+        _wait_until_idle(server)  # every heartbeat handled, every Pong queued (or dropped)
+        growth = server.memory_info().rss - rss_before
+    assert growth < 20 * 2**20, f"the server grew by {growth / 2**20:.0f} MiB for a peer that never reads"
+    _still_serves(port)
+
+
+def _wait_until_idle(process: psutil.Process, timeout: float = 60.0) -> None:
+    """Poll until ``process`` has used no CPU for half a second (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    last = sum(process.cpu_times()[:2])
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(process.cpu_times()[:2])
+        if now - last < 0.01:
+            return
+        last = now
+    raise AssertionError("the server never went idle")
