@@ -177,6 +177,10 @@ class ClientCore:
         except RemoteProtocolError as exc:
             self._events.append(BadFrame(str(exc)))
             return
+        if type(message) is p.Deliver:
+            self._publications(b"", message.sender, message.sender_name, message.before, message.item_count,
+                               message.items)
+            return
         if isinstance(message, p.Expire):
             # maxLockTime: unless our own clock has told already (or we let go first).
             if self._held.pop(message.lock_id, None) is not None or message.reason != "maxLockTime":
@@ -223,20 +227,24 @@ class ClientCore:
             return
         if not isinstance(header, p.Published) or len(frames) != 3:
             return
-        topic = frames[0]
-        expected = self._seen.get(topic)
-        if expected is not None and header.before > expected:
-            self.dropped_publications += header.before - expected
-        self._seen[topic] = header.before + header.item_count
-        if header.sender == self.unique_name:
+        self._publications(frames[0], header.sender, header.sender_name, header.before, header.item_count, frames[2])
+
+    def _publications(self, stream: bytes, sender: str, sender_name: str, before: int, count: int,
+                      packed: bytes) -> None:
+        """A batch from one stream (the broadcast topic, or b"" for our own channel); counts gaps."""
+        expected = self._seen.get(stream)
+        if expected is not None and before > expected:
+            self.dropped_publications += before - expected
+        self._seen[stream] = before + count
+        if sender == self.unique_name:
             return  # our own broadcast: delivered to ourselves when published, if asked
         try:
-            items = p.decode_items(frames[2], header.item_count)
+            items = p.decode_items(packed, count)
         except RemoteProtocolError as exc:
-            self.malformed_publications += header.item_count
-            self._events.append(BadFrame(f"publication batch from {header.sender}: {exc}"))
+            self.malformed_publications += count
+            self._events.append(BadFrame(f"publication batch from {sender}: {exc}"))
             return
-        self._events.append(Publications(header.sender, header.sender_name, items))
+        self._events.append(Publications(sender, sender_name, items))
 
     # -------------------------------------------------------------------- time
     @property

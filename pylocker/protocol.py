@@ -166,9 +166,25 @@ class Probe(NamedTuple):
     request_id: int
 
 
+class Deliver(NamedTuple):
+    """A batch addressed to this locker by name, pushed on its own request channel.
+
+    Directed publications never travel on the publish socket, where any locker that
+    knows the password could subscribe to them; ``before`` counts what this locker
+    was sent earlier, as ``Published`` does per topic.
+    """
+
+    request_id: int
+    sender: str
+    sender_name: str
+    before: int
+    item_count: int
+    items: bytes
+
+
 Message = Union[Hello, Acquire, Release, Cancel, Heartbeat, Bye,
                 Welcome, Grant, Timeout, Released, Expire, Error, Pong, Publish, SubscribeCheck,
-                Published, Probe, Reclaim, ReclaimDone, Reclaimed]
+                Published, Probe, Reclaim, ReclaimDone, Reclaimed, Deliver]
 
 
 # --------------------------------------------------------------- validators
@@ -241,6 +257,7 @@ _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]
     71: (Reclaimed, (_uint, _bool)),
     96: (Published, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _uint, _count)),
     97: (Probe, (_uint,)),
+    72: (Deliver, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _uint, _count, _blob)),
 }
 _TYPE_CODES: Final = {cls: code for code, (cls, _) in _SCHEMAS.items()}
 

@@ -402,20 +402,25 @@ class ServerCore:
 
     def _route(self, sender: str, sender_name: str, receivers: list[str] | None, count: int,
                items: bytes) -> None:
+        counts = self._topic_counts
         if receivers is None:
-            topics = [BROADCAST]
             local = sender != self.unique_name
+            before = counts.get(BROADCAST, 0)
+            counts[BROADCAST] = before + count
+            self._broadcasts.append((BROADCAST, p.encode(p.Published(0, sender, sender_name, before, count)), items))
         else:
             local = sender != self.unique_name and self.unique_name in receivers  # toSelf is the sender's choice
+            # Named receivers get the batch on their own request channel, never on the publish
+            # socket, where anybody with the password could subscribe to their topic. An ordered
+            # set, so that routing does not depend on the interpreter's hash seed.
             clients = self._clients
-            # An ordered set, so that routing does not depend on the interpreter's hash seed.
-            peers = dict.fromkeys(r.encode() for r in receivers if r != sender)
-            topics = [topic_for(peer) for peer in peers if peer in clients]
-        counts = self._topic_counts
-        for topic in topics:
-            before = counts.get(topic, 0)
-            counts[topic] = before + count
-            self._broadcasts.append((topic, p.encode(p.Published(0, sender, sender_name, before, count)), items))
+            for peer in dict.fromkeys(r.encode() for r in receivers if r != sender):
+                if peer not in clients:
+                    continue  # unknown receivers are nobody's business
+                key = topic_for(peer)
+                before = counts.get(key, 0)
+                counts[key] = before + count
+                self._sends.append((peer, p.encode(p.Deliver(0, sender, sender_name, before, count, items))))
         if local:
             self._events.append(LocalPublications(sender, sender_name, count, items))
 

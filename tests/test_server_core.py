@@ -741,22 +741,27 @@ def _publish(core: ServerCore, peer: bytes, receivers: list[str] | None, *messag
     return send(core, peer, p.Publish(0, receivers, len(messages), items(*messages)), 1.0)
 
 
-def test_a_publication_goes_to_each_named_receiver_topic_and_unknowns_are_ignored() -> None:
+def delivered(out: Output) -> list[tuple[bytes, p.Deliver]]:
+    """The directed batches in ``out``: pushed on each receiver's own channel (issue 11, case 11)."""
+    found = [(peer, p.decode(frame)) for peer, frame in out.sends]
+    return [(peer, message) for peer, message in found if isinstance(message, p.Deliver)]
+
+
+def test_a_publication_goes_to_each_named_receiver_and_unknowns_are_ignored() -> None:
     core = make_core()
     for peer in (A, B, C):
         hello(core, peer)
     batch = items("m1", "m2")
     out = send(core, A, p.Publish(0, ["b", "c", "nobody", "b"], 2, batch), 1.0)
-    assert out.sends == []
+    assert out.broadcasts == []  # never on the publish socket, where anybody could subscribe
     assert out.events == []
-    got = sorted(published(out))
-    assert got == [
-        (topic_for(B), p.Published(0, "a", "a-name", 0, 2), batch),
-        (topic_for(C), p.Published(0, "a", "a-name", 0, 2), batch),
+    assert sorted(delivered(out)) == [
+        (B, p.Deliver(0, "a", "a-name", 0, 2, batch)),
+        (C, p.Deliver(0, "a", "a-name", 0, 2, batch)),
     ]
     # Nothing at all for receivers nobody knows, nor for the sender itself.
     assert _publish(core, A, ["nobody"], "m3") == Output([], [], [])
-    assert [t for t, _, _ in published(_publish(core, A, ["a", "b"], "m4"))] == [topic_for(B)]
+    assert [peer for peer, _ in delivered(_publish(core, A, ["a", "b"], "m4"))] == [B]
 
 
 def test_a_broadcast_goes_to_the_broadcast_topic_and_to_the_serving_locker() -> None:
@@ -776,16 +781,16 @@ def test_the_before_counter_counts_per_topic() -> None:
     _publish(core, A, ["b"], "1", "2", "3")
     _publish(core, A, None, "4", "5")
     out = _publish(core, C, ["b", "a"], "6")
-    headers = {topic: header for topic, header, _ in published(out)}
-    assert headers[topic_for(B)] == p.Published(0, "c", "c-name", 3, 1)
-    assert headers[topic_for(A)] == p.Published(0, "c", "c-name", 0, 1)
+    counted = {peer: (d.sender, d.before, d.item_count) for peer, d in delivered(out)}
+    assert counted[B] == ("c", 3, 1)
+    assert counted[A] == ("c", 0, 1)
     out = _publish(core, B, None, "7")
     assert published(out)[0][1] == p.Published(0, "b", "b-name", 2, 1)
     out = _publish(core, A, ["b"], "8", "9")
-    assert published(out)[0][1] == p.Published(0, "a", "a-name", 4, 2)
-    # The serving locker's own publications count on the same topics.
+    assert [(d.before, d.item_count) for _, d in delivered(out)] == [(4, 2)]
+    # The serving locker's own publications count on the same streams.
     core.publish(["b"], 1, items("10"))
-    assert published(core.take())[0][1] == p.Published(0, SERVER, "srv", 6, 1)
+    assert [(d.sender, d.before) for _, d in delivered(core.take())] == [(SERVER, 6)]
 
 
 def test_a_publication_addressed_to_the_serving_locker_is_a_local_event() -> None:
@@ -797,7 +802,7 @@ def test_a_publication_addressed_to_the_serving_locker_is_a_local_event() -> Non
     assert out.broadcasts == []
     assert out.events == [LocalPublications("a", "a-name", 2, batch)]
     out = send(core, A, p.Publish(0, [SERVER, "b"], 2, batch), 1.0)
-    assert [t for t, _, _ in published(out)] == [topic_for(B)]
+    assert [peer for peer, _ in delivered(out)] == [B]
     assert out.events == [LocalPublications("a", "a-name", 2, batch)]
 
 
@@ -811,7 +816,7 @@ def test_the_serving_lockers_own_publications() -> None:
     assert out.events == []  # its own broadcast is not handed back to it
     core.publish(["a", "nobody"], 1, batch)
     out = core.take()
-    assert published(out) == [(topic_for(A), p.Published(0, SERVER, "srv", 0, 1), batch)]
+    assert delivered(out) == [(A, p.Deliver(0, SERVER, "srv", 0, 1, batch))]
     assert out.events == []
 
 
@@ -820,7 +825,7 @@ def test_the_serving_locker_never_receives_its_own_publication() -> None:
     hello(core, A)
     core.publish([SERVER, "a"], 1, items("m1"))
     out = core.take()
-    assert [t for t, _, _ in published(out)] == [topic_for(A)]
+    assert [peer for peer, _ in delivered(out)] == [A]
     assert out.events == []
 
 

@@ -22,7 +22,9 @@ PORT_SEARCH: Final = 100
 # most ~64 KiB (client.BATCH_BYTES) a stalled subscriber costs the server a few MiB at most.
 PUB_HWM: Final = 100
 REQUEST_HWM: Final = 100_000  # frames waiting on the server's ROUTER
-REPLY_HWM: Final = 10_000  # frames the server queues towards one peer (bounded: a peer may never read)
+# Frames the server queues towards one peer: replies, pushes, and the batches addressed to it
+# (each at most ~64 KiB), so a receiver that falls behind holds 64 MiB of the server at most.
+REPLY_HWM: Final = 1_000
 RECV_BATCH: Final = 256
 HEARTBEAT_MS: Final = 1000
 HEARTBEAT_TIMEOUT_MS: Final = 4000

@@ -228,13 +228,14 @@ def test_a_receiver_that_falls_behind_misses_messages_counted_not_server_memory(
             rss_before = psutil.Process(server_pid).memory_info().rss
             os.kill(bob.process.pid, signal.SIGSTOP)  # bob stops reading
             try:
-                alice.publish_many(60_000, receivers=[bob.unique_name], toSelf=False, padding=1000)
+                # More than the server queues towards one peer (1,000 batches of ~64 KiB).
+                alice.publish_many(150_000, receivers=[bob.unique_name], toSelf=False, padding=1000)
                 alice.publish_message("fence", receivers=[bob.unique_name], toSelf=False)
                 grown = psutil.Process(server_pid).memory_info().rss - rss_before
             finally:
                 os.kill(bob.process.pid, signal.SIGCONT)
             # Bob catches up; until he has, new publications may be missed too: fence again.
-            sent = 60_001
+            sent = 150_001
             for fence in range(20):
                 alice.publish_message(f"after-{fence}", receivers=[bob.unique_name], toSelf=False)
                 sent += 1

@@ -403,3 +403,33 @@ def _wait_until_idle(process: psutil.Process, timeout: float = 60.0) -> None:
             return
         last = now
     raise AssertionError("the server never went idle")
+
+
+def test_a_directed_message_reaches_only_its_receiver(serving: ServerLocker, make_locker: Any) -> None:
+    # Issue 11, case 11: a password holder subscribing to every topic reads no message addressed to another.
+    receiver = make_locker(allowServing=False)
+    keys = derive_keys(PASSWORD)
+    context = zmq.Context()
+    spy = context.socket(zmq.SUB)
+    spy.setsockopt(zmq.LINGER, 0)
+    spy.curve_serverkey, spy.curve_publickey, spy.curve_secretkey = (
+        keys.server.public, keys.client.public, keys.client.secret)
+    spy.setsockopt(zmq.SUBSCRIBE, b"")
+    spy.connect(f"tcp://127.0.0.1:{serving.node.server.pub_endpoint}")
+    try:
+        # The spy is subscribed once it hears a broadcast.
+        deadline = time.monotonic() + 10
+        while not spy.poll(100):
+            assert time.monotonic() < deadline, "the spy never got through the handshake"
+            serving.publish_message("warm-up", toSelf=False)
+        for _ in range(5):
+            serving.publish_message("secret-for-receiver-only", receivers=[receiver.uniqueName], toSelf=False)
+        assert receiver.wait_message("secret-for-receiver-only", timeout=10) is not None
+        seen = b""
+        while spy.poll(500):
+            seen += b"".join(spy.recv_multipart())
+        assert b"secret-for-receiver-only" not in seen
+        assert b"warm-up" in seen  # it did hear what was for everybody
+    finally:
+        spy.close(0)
+        context.term()
