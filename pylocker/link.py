@@ -8,7 +8,8 @@ from typing import Final, Protocol
 
 from .election.base import ElectionBackend
 from .transport.address import Address
-from .transport.keys import KeyPair
+from .transport.base import Security
+from .transport.keys import DEFAULT_REALM, KeyPair, derive_keys
 
 DEFAULT_LEASE: Final = 5.0
 
@@ -76,5 +77,18 @@ class NodeConfig:
     connect_timeout: float = 20
     lease: float | None = DEFAULT_LEASE
     client_pair: KeyPair | None = None
+    realm: str = DEFAULT_REALM
+    server_pair: KeyPair | None = None  # from server_key_file: the server's own key (its secret, if serving)
     admitted: frozenset[bytes] | None = None
     receive_messages: bool = True
+
+    def security(self) -> Security:
+        """The keys this locker encrypts with, and the client keys it admits when serving."""
+        keys = derive_keys(self.password, self.realm)
+        if self.client_pair is not None:
+            keys = keys._replace(client=self.client_pair)
+        if self.server_pair is not None:
+            # The server's key from its key file: a machine that knows the password (or a
+            # revoked one) cannot pose as the server to clients that name this key.
+            keys = keys._replace(server=self.server_pair)
+        return Security(keys, self.admitted)

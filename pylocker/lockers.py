@@ -24,7 +24,7 @@ from .lock import Lock
 from .messaging import MessagingMixin
 from .node import LockerNode
 from .transport import address as addresses
-from .transport.keys import load_authorized_keys, load_key_pair
+from .transport.keys import DEFAULT_REALM, load_authorized_keys, load_key_pair, load_public_key
 from .validation import check_bool, check_number, code_for
 from .validation import names as parse_names
 
@@ -53,6 +53,11 @@ class ServerLocker(MessagingMixin):
             are dropped (and counted in ``dropped_messages``).
         receive_messages: False for a lock-only client: it can still publish, but
             opens no subscription (one connection per client instead of two).
+        realm: salts the keys derived from the password (default ``"pylocker"``): give
+            each deployment its own, so that no precomputed table serves against all.
+        server_key_file: a zmq.auth certificate naming the serving locker's own key, for
+            per-machine keys: the server's secret file when serving, its public file (or
+            either) as a client, which then trusts no other server, whatever the password.
     """
 
     def __init__(self, password: str, name: str | None = None, serverFile: bool | str = True,
@@ -62,7 +67,8 @@ class ServerLocker(MessagingMixin):
                  blocking: bool = False, debugMode: bool = False, *,
                  listen_address: str = "127.0.0.1", lease: float | None = DEFAULT_LEASE,
                  key_file: str | None = None, authorized_keys: str | None = None,
-                 mailbox_size: int = 100_000, receive_messages: bool = True) -> None:
+                 mailbox_size: int = 100_000, receive_messages: bool = True, realm: str = DEFAULT_REALM,
+                 server_key_file: str | None = None) -> None:
         if not isinstance(password, str):
             raise TypeError(f"password must be a string, not {type(password).__name__}")
         if name is not None and not isinstance(name, str):
@@ -79,13 +85,17 @@ class ServerLocker(MessagingMixin):
         listen = addresses.parse(listen_address, port)
         if logger is not False and logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError("logger must be a logging.Logger (or False for pylocker's own)")
-        for path, argument in ((key_file, "key_file"), (authorized_keys, "authorized_keys")):
+        if not isinstance(realm, str) or not realm:
+            raise TypeError("realm must be a non-empty string")
+        for path, argument in ((key_file, "key_file"), (authorized_keys, "authorized_keys"),
+                               (server_key_file, "server_key_file")):
             if path is not None and not isinstance(path, str):
                 raise TypeError(f"{argument} must be None or a path, not {type(path).__name__}")
         if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
             raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
         check_bool(receive_messages, "receive_messages")
         self._key_file = key_file
+        self._server_key_file = server_key_file
         self._authorized_keys = authorized_keys
         self._name = name if name is not None else f"locker-{os.getpid()}"
         self._unique_name = uuid.uuid4().hex
@@ -110,6 +120,7 @@ class ServerLocker(MessagingMixin):
             max_lock_time=self._maxLockTime, listen=listen, allow_serving=allowServing, reconnect=reconnect,
             connect_timeout=connectTimeout, lease=lease,
             client_pair=load_key_pair(key_file) if key_file is not None else None,
+            realm=realm, server_pair=load_public_key(server_key_file) if server_key_file is not None else None,
             admitted=frozenset(admitted) if admitted is not None else None,
             receive_messages=receive_messages)
         self._dispatcher = Dispatcher(f"pylocker-callbacks-{self._name}", self._log)
@@ -132,6 +143,7 @@ class ServerLocker(MessagingMixin):
             "listen_address": self._listen_address, "lease": config.lease,
             "key_file": self._key_file, "authorized_keys": self._authorized_keys,
             "mailbox_size": self._mailbox_size, "receive_messages": config.receive_messages,
+            "realm": config.realm, "server_key_file": self._server_key_file,
             "logger": self._user_logger if self._user_logger is not None else False,
         }
 

@@ -45,8 +45,6 @@ from .owned import OwnedLocks
 from .server import Server
 from .transport import address as addresses
 from .transport.address import Address
-from .transport.base import Security
-from .transport.keys import derive_keys
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +122,9 @@ class LockerNode:
 
     @property
     def can_serve(self) -> bool:
-        return self.config.allow_serving and self.config.election is not None
+        config = self.config
+        return (config.allow_serving and config.election is not None
+                and (config.server_pair is None or bool(config.server_pair.secret)))
 
     def _set_role(self, role: Role) -> None:
         if role is not self._role:
@@ -300,12 +300,6 @@ class LockerNode:
                 self._dispatcher.submit(callback, lock_id, reason)
 
     # --------------------------------------------------------------- serving
-    def _security(self, password: str) -> Security:
-        keys = derive_keys(password)
-        if self.config.client_pair is not None:
-            keys = keys._replace(client=self.config.client_pair)
-        return Security(keys, self.config.admitted)
-
     def _try_serve(self, election: ElectionBackend) -> bool:
         term = election.campaign()
         if term is None:
@@ -321,7 +315,7 @@ class LockerNode:
             # The previous server may have died with clients holding locks: give them a
             # grace period to re-claim those before anything new is granted.
             recover_from = set(previous.clients) - {self.unique_name}
-        server = Server(config.listen, self._security(config.password), name=config.name,
+        server = Server(config.listen, config.security(), name=config.name,
                         unique_name=self.unique_name, max_lock_time=config.max_lock_time or None,
                         lease=config.lease, epoch=term.epoch, first_token=first_token(term.epoch),
                         recover_from=recover_from, grace=max(lease, MIN_GRACE), on_lost=self._lost,
@@ -398,7 +392,7 @@ class LockerNode:
     # ------------------------------------------------------------ connecting
     def _open_client(self, address: Address, timeout: float) -> Client:
         config = self.config
-        client = Client(address, self._security(config.password), name=config.name,
+        client = Client(address, config.security(), name=config.name,
                         unique_name=self.unique_name, on_lost=self._lost, on_publications=self.inbox.deliver,
                         on_connection_lost=self._connection_lost, subscribe=config.receive_messages,
                         request_ids=self._request_ids)

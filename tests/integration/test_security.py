@@ -6,6 +6,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import random
 import select
 import socket
@@ -433,3 +434,48 @@ def test_a_directed_message_reaches_only_its_receiver(serving: ServerLocker, mak
     finally:
         spy.close(0)
         context.term()
+
+
+def test_each_realm_derives_its_own_keys(server_file: str) -> None:
+    # Issue 11, case 14: one fixed salt let one precomputed table serve against every deployment.
+    first, second = derive_keys(PASSWORD, realm="factory-a"), derive_keys(PASSWORD, realm="factory-b")
+    assert first.server.public != second.server.public and first.client.public != second.client.public
+    server = ServerLocker(PASSWORD, serverFile=server_file, port=0, realm="factory-a")
+    try:
+        same = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=5, realm="factory-a")
+        other = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=3, realm="factory-b")
+        try:
+            assert same.connect("127.0.0.1", server.port)
+            assert not other.connect("127.0.0.1", server.port, ntrials=1)  # same password, another realm
+        finally:
+            same.stop()
+            other.stop()
+    finally:
+        server.stop()
+
+
+def test_with_machine_keys_a_revoked_machine_cannot_pose_as_the_server(tmp_path: Any) -> None:
+    # Issue 11, case 14: the server's own key comes from its key file, not from the password.
+    import zmq.auth
+
+    private, authorized = tmp_path / "private", tmp_path / "authorized"
+    private.mkdir()
+    authorized.mkdir()
+    server_public, server_secret = zmq.auth.create_certificates(str(private), "server")
+    _, machine_secret = zmq.auth.create_certificates(str(private), "machine")
+    shutil.copy(str(private / "machine.key"), str(authorized / "machine.key"))
+    server = ServerLocker(PASSWORD, serverFile=str(tmp_path / "real"), port=0, authorized_keys=str(authorized),
+                          server_key_file=server_secret)
+    impostor = ServerLocker(PASSWORD, serverFile=str(tmp_path / "fake"), port=0)  # knows the password only
+    try:
+        assert server.isServer and impostor.isServer
+        for port, expected in ((server.port, True), (impostor.port, False)):
+            machine = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=3,
+                                   key_file=machine_secret, server_key_file=server_public)
+            try:
+                assert machine.connect("127.0.0.1", port, ntrials=1) is expected
+            finally:
+                machine.stop()
+    finally:
+        server.stop()
+        impostor.stop()
