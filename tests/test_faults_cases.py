@@ -213,3 +213,51 @@ def test_case9_bad_frames_from_ever_new_routing_ids_cannot_flood_the_log(caplog:
         assert len(lines) <= 25, f"{len(lines)} log lines for 400 bad frames"
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------ case 13: the legacy Locker
+def test_case13_a_wall_clock_step_does_not_make_a_live_legacy_holder_look_dead(monkeypatch: Any) -> None:
+    import subprocess
+    import sys
+
+    import psutil
+
+    from pylocker.legacy import _liveness
+    from pylocker.legacy._record import Entry
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "from pylocker.legacy import _liveness; print(_liveness.current_ctime(), flush=True);"
+                               " import time; time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        recorded = float(holder.stdout.readline())  # what the holder writes in its record entry
+        entry = Entry("token", holder.pid, recorded, _liveness.host_id(), 0.0)
+        assert not _liveness.entry_is_dead(entry, 120.0, 1.0, check_pids=True)
+        # The wall clock steps an hour: psutil's create_time is computed through it.
+        real = psutil.Process.create_time
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 3600.0)
+        _liveness._alive_seen.clear()
+        assert not _liveness.entry_is_dead(entry, 120.0, 1.0, check_pids=True), "a live holder taken for dead"
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_case13_a_corrupt_legacy_record_counts_as_held_until_dead_lock(tmp_path: Any) -> None:
+    import time
+
+    from pylocker.legacy import Locker
+
+    lock_path = str(tmp_path / "file.lock")
+    holder = Locker(None, lockPass="holder", lockPath=lock_path)
+    assert holder.acquire_lock() == (True, 0)
+    with open(lock_path, "r+b") as handle:  # a torn write, or a full disk, under a live holder
+        handle.write(b"\xff" * 16)
+    other = Locker(None, lockPass="other", lockPath=lock_path, timeout=0.3)
+    assert other.acquire_lock() == (False, 3), "a corrupt record was broken while its holder may live"
+    patient = Locker(None, lockPass="other", lockPath=lock_path, timeout=3, deadLock=0.5)
+    started = time.monotonic()
+    assert patient.acquire_lock() == (True, 2)  # past deadLock since the last write: broken
+    assert time.monotonic() - started < 3
+    patient.release_lock()

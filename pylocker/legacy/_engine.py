@@ -197,7 +197,7 @@ class LockFileEngine:
             self._mutex.release()
 
     def _read(self) -> tuple[Record, bytes, bool]:
-        """Read and decode the record (guard held); a corrupt record reads as empty."""
+        """Read and decode the record (guard held); a corrupt record reads as empty, flagged."""
         fd = self._fd
         if fd is None:  # pragma: no cover - the guard opened it
             raise RuntimeError("lock file descriptor missing")
@@ -210,8 +210,14 @@ class LockFileEngine:
         try:
             return decode(data), data, False
         except ValueError as err:
-            logger.warning("lock file %s holds no valid record (%s): treating it as a dead lock", self._lockPath, err)
+            logger.warning("lock file %s holds no valid record (%s): held until deadLock after its last write",
+                           self._lockPath, err)
             return Record(), data, True
+
+    def _corrupt_is_dead(self, now: float) -> bool:
+        """Whether a corrupt record is old enough (``deadLock`` since its last write) to break."""
+        fd = self._fd
+        return fd is not None and now - os.fstat(fd).st_mtime >= self._deadLock
 
     def _write(self, record: Record, old: bytes) -> bytes:
         """Write ``record`` in place over ``old`` (guard held); return the bytes written."""
@@ -356,8 +362,12 @@ class LockFileEngine:
         granted = None
         try:
             record, old, dirty = self._read()
-            broke = dirty
             now = time.time()
+            if dirty and not self._corrupt_is_dead(now):
+                # A record that fails its check may be a live holder's torn write (a full disk, a
+                # crash mid-write): the lock counts as held until deadLock after the last write.
+                return (_TIMED_OUT, 3) if give_up else (_WAITING, 0)
+            broke = dirty
             if record.holders or record.queue:
                 broke_holder, dropped = self._prune(record, now, check_pids)
                 dirty = dirty or dropped

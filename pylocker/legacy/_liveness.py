@@ -1,9 +1,12 @@
 """Is the locker named by a record entry still alive?
 
-On the same host (same hostname, boot and pid namespace) the answer comes from psutil: the pid must
-exist, must not be a zombie and must have the creation time recorded in the entry (so a recycled
-pid does not keep a dead holder's lock). For an entry from any other host nothing can be checked,
-so it counts as dead once it is older than the checker's ``deadLock``.
+On the same host (same hostname, boot and pid namespace) the answer comes from the process table: the
+pid must exist, must not be a zombie and must have the start time recorded in the entry (so a
+recycled pid does not keep a dead holder's lock). The start time is counted in clock ticks since
+boot (``/proc/<pid>/stat``), which no step of the wall clock moves; psutil's ``create_time`` is
+computed through the wall clock, and is used only where ``/proc`` is missing. For an entry from any
+other host nothing can be checked, so it counts as dead once it is older than the checker's
+``deadLock``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from ._record import Entry
 
 __all__ = ["current_ctime", "entry_is_dead", "host_id"]
 
-# /proc/<pid>/stat gives the start time in clock ticks (10 ms); psutil turns it into seconds the same
-# way in every process, so one second of tolerance only guards against float formatting.
-_CTIME_TOLERANCE = 1.0
+# Start times are whole clock ticks (from /proc), or psutil's seconds where /proc is missing: half a
+# tick only guards against float formatting, and a second against psutil's rounding.
+_CTIME_TOLERANCE = 0.5 if os.path.exists("/proc/self/stat") else 1.0
 
 # A process found alive is not looked at again (by any Locker of this process) for this long: reading
 # /proc costs ~50 us per entry, and checks happen while the lock file's flock is held.
@@ -54,8 +57,26 @@ def _compute() -> None:
         pid_ns = ""
     host = f"{socket.gethostname()}/{boot_id}/{pid_ns}"
     _cache_host = "".join("_" if c.isspace() else c for c in host)
-    _cache_ctime = float(psutil.Process(pid).create_time())
+    start = _start_time(pid)
+    _cache_ctime = start if start is not None else float(psutil.Process(pid).create_time())
     _cache_pid = pid
+
+
+def _start_time(pid: int) -> float | None:
+    """When ``pid`` started, in clock ticks since boot (None: no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:  # no /proc here: psutil's wall-clock-based creation time, the only one there is
+            return float(psutil.Process(pid).create_time())
+        except psutil.Error:
+            return None
+    # Field 2 (the command) may hold spaces and parentheses: count fields after its last ")".
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return float(fields[19])  # field 22, starttime
 
 
 def host_id() -> str:
@@ -73,12 +94,11 @@ def current_ctime() -> float:
 def _pid_alive(pid: int, ctime: float) -> bool:
     if pid == os.getpid():
         return abs(current_ctime() - ctime) <= _CTIME_TOLERANCE
+    start = _start_time(pid)
+    if start is None or abs(start - ctime) > _CTIME_TOLERANCE:
+        return False
     try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            if abs(proc.create_time() - ctime) > _CTIME_TOLERANCE:
-                return False
-            return bool(proc.status() != psutil.STATUS_ZOMBIE)
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:  # includes ZombieProcess
         return False
     except psutil.AccessDenied:

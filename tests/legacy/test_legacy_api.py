@@ -213,9 +213,12 @@ def test_dead_lock_breaks_an_old_lock_of_another_host(tmp_path: Path) -> None:
     locker.release_lock()
 
 
-def test_corrupt_record_is_broken_with_code_2(tmp_path: Path) -> None:
+def test_corrupt_record_is_broken_with_code_2_once_older_than_dead_lock(tmp_path: Path) -> None:
     (tmp_path / "x.lock").write_bytes(b"pass\n1700000000.0\n1234\n")  # e.g. a pylocker 3.x record
     locker = _lock(tmp_path, timeout=0)
+    assert locker.acquire_lock() == (False, 3)  # it may be a live holder's torn write: held for now
+    old = time.time() - 200  # its last write older than deadLock (120 s): nobody is behind it
+    os.utime(tmp_path / "x.lock", (old, old))
     assert locker.release_lock() == (True, 1)
     assert locker.acquire_lock() == (True, 2)
     assert locker.release_lock() == (True, 2)
