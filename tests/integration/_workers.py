@@ -166,13 +166,18 @@ def fenced_increment(counter: str, token: int) -> bool:
         return True
 
 
-def chaos_client(server_file: str, counter: str, results: Any, finished: Any, lease: float) -> None:
-    """Increment the fenced counter under the lock 'counter' until ``finished``; report each hold."""
+def chaos_client(server_file: str, counter: str, results: Any, stop_file: str, lease: float) -> None:
+    """Increment the fenced counter under the lock 'counter' until ``stop_file`` exists; report each hold.
+
+    ``results`` is this worker's own queue, and the stop signal a file: the test kills
+    workers with -9, and one killed while holding a lock shared between processes (a
+    shared queue's, an Event's) would stall every other worker's reports.
+    """
     locker = ServerLocker(PASSWORD, serverFile=server_file, port=0, reconnect=True, lease=lease,
                           connectTimeout=20)
     results.put(("started", os.getpid(), None))
     try:
-        while not finished.is_set():
+        while not os.path.exists(stop_file):
             ok, lock_id = locker.acquire_lock("counter", timeout=10)
             if not ok:
                 continue

@@ -10,13 +10,14 @@ import queue
 import random
 import signal
 import statistics
+import threading
 import time
 from typing import Any
 
-import pytest
-
 import _workers
+import pytest
 from conftest import PASSWORD, wait_for
+
 from pylocker import ServerLocker
 from pylocker.election import serverfile
 
@@ -41,28 +42,33 @@ def _server_pid(server_file: str) -> int | None:
 def test_kill_9_of_the_server_and_a_frozen_holder_lose_nothing(server_file: str, tmp_path: Any) -> None:
     counter = str(tmp_path / "counter")
     open(counter, "w").close()
-    results, finished = SPAWN.Queue(), SPAWN.Event()
+    # One queue per worker and a stop file, no lock shared between processes: a worker
+    # killed -9 while holding one (a shared queue's, an Event's) stalls every other one.
+    stop_file = str(tmp_path / "finished")
+    channels: list[Any] = []
     workers: dict[int, Any] = {}
 
     def spawn_client() -> None:
-        process = SPAWN.Process(target=_workers.chaos_client, args=(server_file, counter, results, finished, LEASE))
+        results = SPAWN.Queue()
+        process = SPAWN.Process(target=_workers.chaos_client, args=(server_file, counter, results, stop_file, LEASE))
         process.start()
         workers[process.pid] = process
+        channels.append(results)
 
     holds: list[tuple[int, int, float, float, bool]] = []
     events: list[tuple[str, int, Any]] = []
 
-    def drain(timeout: float = 0.0) -> None:
-        try:
-            while True:
-                kind, pid, data = results.get(timeout=timeout)
-                timeout = 0.0
-                if kind == "hold":
-                    holds.append((pid, *data))
-                else:
-                    events.append((kind, pid, data))
-        except queue.Empty:
-            pass
+    def drain() -> None:
+        for results in channels:
+            try:
+                while True:
+                    kind, pid, data = results.get_nowait()
+                    if kind == "hold":
+                        holds.append((pid, *data))
+                    else:
+                        events.append((kind, pid, data))
+            except queue.Empty:
+                pass
 
     kills: list[float] = []
     sleeper = None
@@ -79,7 +85,7 @@ def test_kill_9_of_the_server_and_a_frozen_holder_lose_nothing(server_file: str,
             victim_epoch = serverfile.read(server_file).epoch
             seen = len(holds)
             wait_for(lambda: (drain(), len(holds) > seen)[1], timeout=30)  # it is busy serving
-            finished.wait(rng.uniform(0.2, 1.2))  # a random moment (finished is never set here)
+            threading.Event().wait(rng.uniform(0.2, 1.2))  # a random moment to kill at
             os.kill(victim, signal.SIGKILL)
             kills.append((time.monotonic(), victim_epoch))
             workers.pop(victim).join(10)
@@ -87,7 +93,8 @@ def test_kill_9_of_the_server_and_a_frozen_holder_lose_nothing(server_file: str,
             spawn_client()  # keep eight clients contending
 
         # A holder frozen past its lease: its write must be refused, and it must be told.
-        resumed = SPAWN.Event()
+        resumed, results = SPAWN.Event(), SPAWN.Queue()
+        channels.append(results)
         sleeper = SPAWN.Process(target=_workers.sleepy_holder, args=(server_file, counter, results, resumed, LEASE))
         sleeper.start()
         wait_for(lambda: (drain(), any(e[0] == "holding" for e in events))[1], timeout=60)
@@ -103,7 +110,7 @@ def test_kill_9_of_the_server_and_a_frozen_holder_lose_nothing(server_file: str,
         # The lease runs from the sleeper's last heartbeat, a fraction of a lease before the freeze.
         assert time.monotonic() - frozen_at > LEASE / 2
     finally:
-        finished.set()
+        open(stop_file, "w").close()
         if sleeper is not None:
             os.kill(sleeper.pid, signal.SIGCONT) if sleeper.is_alive() else None
         for process in [*workers.values(), *([sleeper] if sleeper else [])]:
