@@ -406,8 +406,20 @@ class Server:
     def _flush(self, transport: ServerTransport) -> None:
         outbox = self._outbox
         while outbox:
-            peer, frame = outbox.popleft()
-            transport.send(peer, frame)
+            unsent: list[tuple[bytes, bytes]] = []
+            while outbox:
+                peer, frame = outbox.popleft()
+                if not transport.send(peer, frame):
+                    unsent.append((peer, frame))
+            if not unsent:
+                break
+            with self._mutex:  # an undone grant goes to the next waiter: its frame is sent here too
+                now = self._clock()
+                for peer, frame in unsent:
+                    self._core.undeliverable(peer, frame, now)
+                events = self._collect()
+            if events:
+                self._after(events)
         broadcasts = self._broadcasts
         while broadcasts:
             transport.publish(broadcasts.popleft())

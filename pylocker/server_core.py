@@ -364,6 +364,19 @@ class ServerCore:
     def next_deadline(self) -> float | None:
         return self.table.next_deadline()
 
+    def undeliverable(self, peer: bytes, frame: bytes, now: float) -> None:
+        """The transport could not send ``frame`` to ``peer`` (its queue full, or it is gone).
+
+        A grant it never receives must not stay held by nobody who knows it: it is undone,
+        and the name goes to the next waiter. Other frames need nothing: the peer's own
+        clocks (lease, maxLockTime) and call timeouts cover their loss.
+        """
+        message = p.decode(frame)
+        if type(message) is p.Grant:
+            released, effects = self.table.release(message.lock_id, now, peer)
+            if released:
+                self._apply(effects)
+
     def forget(self, peer: bytes, now: float) -> None:
         """``peer`` said goodbye (or is gone for sure): free everything it held or waited for."""
         if self._clients.pop(peer, None) is not None:

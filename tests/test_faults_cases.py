@@ -261,3 +261,38 @@ def test_case13_a_corrupt_legacy_record_counts_as_held_until_dead_lock(tmp_path:
     assert patient.acquire_lock() == (True, 2)  # past deadLock since the last write: broken
     assert time.monotonic() - started < 3
     patient.release_lock()
+
+
+def test_case9_the_callback_queue_is_bounded_and_counts_what_it_drops() -> None:
+    import logging
+    import threading
+
+    from pylocker.dispatch import Dispatcher
+
+    dispatcher = Dispatcher("test-callbacks", logging.getLogger("test"), max_pending=100)
+    release = threading.Event()
+    ran = []
+    dispatcher.submit(release.wait, 10)  # a slow callback holds the thread
+    for index in range(1000):
+        dispatcher.submit(ran.append, index)
+    assert dispatcher.pending <= 100
+    assert dispatcher.dropped >= 900 - 1
+    release.set()
+    dispatcher.stop()
+    assert len(ran) + dispatcher.dropped == 1000
+
+
+def test_case9_a_grant_that_could_not_be_sent_is_undone_not_held_by_nobody_who_knows() -> None:
+    core = ServerCore(name="s", unique_name="server", now=0.0, lease=5.0)
+    _hello(core, b"a", "a")
+    _hello(core, b"b", "b")
+    core.take()
+    core.receive(b"a", [p.encode(p.Acquire(2, ["x"], None))], 0.0)
+    [(peer, grant_frame)] = core.take().sends
+    assert isinstance(p.decode(grant_frame), p.Grant)
+    core.receive(b"b", [p.encode(p.Acquire(3, ["x"], None))], 0.0)  # b waits behind a
+    core.take()
+    core.undeliverable(peer, grant_frame, 0.1)  # a's queue was full: it never learns of the grant
+    replies = [(to, p.decode(frame)) for to, frame in core.take().sends]
+    assert [(to, type(m)) for to, m in replies] == [(b"b", p.Grant)]  # the name went on, to b
+    assert core.table.holder("x").owner == b"b"

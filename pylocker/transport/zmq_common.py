@@ -23,8 +23,9 @@ PORT_SEARCH: Final = 100
 PUB_HWM: Final = 100
 REQUEST_HWM: Final = 100_000  # frames waiting on the server's ROUTER
 # Frames the server queues towards one peer: replies, pushes, and the batches addressed to it
-# (each at most ~64 KiB), so a receiver that falls behind holds 64 MiB of the server at most.
-REPLY_HWM: Final = 1_000
+# (each at most ~64 KiB), so a receiver that falls behind holds ~16 MiB of the server at most.
+# A grant that finds the queue full is undone by the server (ServerCore.undeliverable).
+REPLY_HWM: Final = 250
 RECV_BATCH: Final = 256
 HEARTBEAT_MS: Final = 1000
 HEARTBEAT_TIMEOUT_MS: Final = 4000
