@@ -81,6 +81,7 @@ class NodeConfig:
     server_pair: KeyPair | None = None  # from server_key_file: the server's own key (its secret, if serving)
     admitted: frozenset[bytes] | None = None
     receive_messages: bool = True
+    advertise: Address | None = None  # where clients reach us when we serve, if not where we listen
 
     def security(self) -> Security:
         """The keys this locker encrypts with, and the client keys it admits when serving."""

@@ -25,7 +25,7 @@ from .messaging import MessagingMixin
 from .node import LockerNode
 from .transport import address as addresses
 from .transport.keys import DEFAULT_REALM, load_authorized_keys, load_key_pair, load_public_key
-from .validation import check_bool, check_number, code_for
+from .validation import check_bool, check_locker_arguments, check_number, code_for
 from .validation import names as parse_names
 
 _ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
@@ -58,6 +58,8 @@ class ServerLocker(MessagingMixin):
         server_key_file: a zmq.auth certificate naming the serving locker's own key, for
             per-machine keys: the server's secret file when serving, its public file (or
             either) as a client, which then trusts no other server, whatever the password.
+        advertise_address: where clients reach this locker when it serves, if not where it
+            listens (a host, or ``tcp://host:port``: behind NAT, port forwarding or a proxy).
     """
 
     def __init__(self, password: str, name: str | None = None, serverFile: bool | str = True,
@@ -68,32 +70,17 @@ class ServerLocker(MessagingMixin):
                  listen_address: str = "127.0.0.1", lease: float | None = DEFAULT_LEASE,
                  key_file: str | None = None, authorized_keys: str | None = None,
                  mailbox_size: int = 100_000, receive_messages: bool = True, realm: str = DEFAULT_REALM,
-                 server_key_file: str | None = None) -> None:
-        if not isinstance(password, str):
-            raise TypeError(f"password must be a string, not {type(password).__name__}")
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be None or a string, not {type(name).__name__}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an integer from 0 to 65535, got {port!r}")
-        for value, argument in ((allowServing, "allowServing"), (autoconnect, "autoconnect"),
-                                (reconnect, "reconnect"), (blocking, "blocking"), (debugMode, "debugMode")):
-            check_bool(value, argument)
-        check_number(connectTimeout, "connectTimeout", positive=True)
-        check_number(lease, "lease", allow_none=True, positive=True)
+                 server_key_file: str | None = None, advertise_address: str | None = None) -> None:
+        check_locker_arguments(password=password, name=name, port=port, allowServing=allowServing,
+                               autoconnect=autoconnect, reconnect=reconnect, blocking=blocking,
+                               debugMode=debugMode, connectTimeout=connectTimeout, lease=lease, logger=logger,
+                               realm=realm, key_file=key_file, authorized_keys=authorized_keys,
+                               server_key_file=server_key_file, mailbox_size=mailbox_size,
+                               receive_messages=receive_messages)
         if not isinstance(listen_address, str) or not listen_address:
             raise TypeError("listen_address must be a non-empty string")
         listen = addresses.parse(listen_address, port)
-        if logger is not False and logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError("logger must be a logging.Logger (or False for pylocker's own)")
-        if not isinstance(realm, str) or not realm:
-            raise TypeError("realm must be a non-empty string")
-        for path, argument in ((key_file, "key_file"), (authorized_keys, "authorized_keys"),
-                               (server_key_file, "server_key_file")):
-            if path is not None and not isinstance(path, str):
-                raise TypeError(f"{argument} must be None or a path, not {type(path).__name__}")
-        if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
-            raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
-        check_bool(receive_messages, "receive_messages")
+        advertise = None if advertise_address is None else addresses.parse(advertise_address, listen.port)
         self._key_file = key_file
         self._server_key_file = server_key_file
         self._authorized_keys = authorized_keys
@@ -122,7 +109,8 @@ class ServerLocker(MessagingMixin):
             client_pair=load_key_pair(key_file) if key_file is not None else None,
             realm=realm, server_pair=load_public_key(server_key_file) if server_key_file is not None else None,
             admitted=frozenset(admitted) if admitted is not None else None,
-            receive_messages=receive_messages)
+            receive_messages=receive_messages, advertise=advertise)
+        self._advertise_address = advertise_address
         self._dispatcher = Dispatcher(f"pylocker-callbacks-{self._name}", self._log)
         self._node = LockerNode(config, self._unique_name, Inbox(mailbox_size, self._dispatcher),
                                 self._dispatcher, self._user_logger)
@@ -144,6 +132,7 @@ class ServerLocker(MessagingMixin):
             "key_file": self._key_file, "authorized_keys": self._authorized_keys,
             "mailbox_size": self._mailbox_size, "receive_messages": config.receive_messages,
             "realm": config.realm, "server_key_file": self._server_key_file,
+            "advertise_address": self._advertise_address,
             "logger": self._user_logger if self._user_logger is not None else False,
         }
 

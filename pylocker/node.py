@@ -324,9 +324,10 @@ class LockerNode:
         try:
             server.start()
             bound = server.address
+            reach = config.advertise or bound
             fingerprint = Fingerprint(
-                self.unique_name, time.time(), addresses.advertised(bound.host) if bound.is_tcp else bound.url,
-                bound.port, os.getpid(), config.name, term.epoch, (), this_host())
+                self.unique_name, time.time(), addresses.advertised(reach.host) if reach.is_tcp else reach.url,
+                reach.port or bound.port, os.getpid(), config.name, term.epoch, (), this_host())
             election.publish(fingerprint)
         except BaseException:
             server.stop()

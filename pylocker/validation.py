@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -71,3 +72,30 @@ def receivers(receivers: Any) -> list[str] | None:
         if not isinstance(name, str):
             raise TypeError(f"every receiver must be a unique name (a string), got {type(name).__name__}")
     return list(dict.fromkeys(names))
+
+
+def check_locker_arguments(*, password: Any, name: Any, port: Any, connectTimeout: Any, lease: Any,
+                           logger: Any, realm: Any, mailbox_size: Any, receive_messages: Any,
+                           **flags_and_paths: Any) -> None:
+    """The types and ranges of ServerLocker's arguments (booleans and paths by keyword)."""
+    if not isinstance(password, str):
+        raise TypeError(f"password must be a string, not {type(password).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be None or a string, not {type(name).__name__}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535, got {port!r}")
+    for argument, value in flags_and_paths.items():
+        if argument.endswith(("_file", "_keys")):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{argument} must be None or a path, not {type(value).__name__}")
+        else:
+            check_bool(value, argument)
+    check_number(connectTimeout, "connectTimeout", positive=True)
+    check_number(lease, "lease", allow_none=True, positive=True)
+    if logger is not False and logger is not None and not isinstance(logger, logging.Logger):
+        raise TypeError("logger must be a logging.Logger (or False for pylocker's own)")
+    if not isinstance(realm, str) or not realm:
+        raise TypeError("realm must be a non-empty string")
+    if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
+        raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
+    check_bool(receive_messages, "receive_messages")
