@@ -84,8 +84,12 @@ class Client:
                  on_publications: PublicationsCallback | None = None,
                  on_connection_lost: ConnectionLostCallback | None = None,
                  subscribe: bool = True, request_ids: Iterator[int] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """``request_ids``: the locker's request id counter, shared by all its connections."""
+                 routing_id: bytes | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """``request_ids``: the locker's request id counter, shared by all its connections.
+
+        ``routing_id``: the locker's secret connection id (``protocol.new_routing_id``),
+        the same for each of its connections so that a goodbye reaches what an earlier one held.
+        """
         self.address = address
         self._security = security
         self.name = name
@@ -95,8 +99,9 @@ class Client:
         self._on_connection_lost = on_connection_lost
         self._wants_publications = subscribe
         self._clock = clock
+        self._routing_id = routing_id if routing_id is not None else p.new_routing_id()
         self._core = ClientCore(name=name, unique_name=unique_name, pid=os.getpid(), now=clock(),
-                                request_ids=request_ids)
+                                request_ids=request_ids, routing_id=self._routing_id)
         self._lock = threading.Lock()  # guards the core and the calls
         self._calls: dict[int, _Call] = {}
         self._outbox: collections.deque[_Entry] = collections.deque()
@@ -322,7 +327,7 @@ class Client:
     # ---------------------------------------------------------------- I/O loop
     def _run(self) -> None:
         try:
-            transport = connect(self.address, self._security, self.unique_name.encode(), log,
+            transport = connect(self.address, self._security, self._routing_id, log,
                                 self._auth_failed, self._disconnected)
         except PylockerError as exc:
             self._failure = exc if isinstance(exc, NotConnected) else NotConnected(str(exc))

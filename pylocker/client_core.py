@@ -104,7 +104,7 @@ class ClientCore:
     """One connection's calls, replies, heartbeats and lease clock."""
 
     def __init__(self, *, name: str, unique_name: str, pid: int, now: float,
-                 request_ids: Iterator[int] | None = None) -> None:
+                 request_ids: Iterator[int] | None = None, routing_id: bytes | None = None) -> None:
         """``request_ids``: shared by every connection of one locker, so that an id never
         repeats under its identity and a late answer meant for an earlier connection can
         never be taken for the answer to a new request."""
@@ -113,7 +113,7 @@ class ClientCore:
         self.pid = pid
         self.welcome: p.Welcome | None = None
         self.lapsed = False
-        self.topic = topic_for(unique_name.encode())
+        self.topic = topic_for(routing_id if routing_id is not None else unique_name.encode())
         self.dropped_publications = 0
         self.malformed_publications = 0
         self._ids = request_ids if request_ids is not None else itertools.count(1)

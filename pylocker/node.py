@@ -42,6 +42,7 @@ from .errors import (
 from .inbox import Inbox
 from .link import DEFAULT_LEASE, Link, NodeConfig, Role
 from .owned import OwnedLocks
+from .protocol import new_routing_id
 from .server import Server
 from .transport import address as addresses
 from .transport.address import Address
@@ -83,6 +84,7 @@ class LockerNode:
         self._believe_until: float | None = None  # during a failover: when our locks stop being ours
         self._fresh_session = False  # the next connection starts with no locks (say goodbye first)
         self._request_ids = itertools.count(1)  # never reused under this locker's identity
+        self._routing_id = new_routing_id()  # the secret its locks are bound to on the server
 
     def renewed(self, unique_name: str) -> LockerNode:
         """A fresh, stopped node with this one's configuration, inbox and callbacks (for ``reset``)."""
@@ -396,7 +398,7 @@ class LockerNode:
         client = Client(address, config.security(), name=config.name,
                         unique_name=self.unique_name, on_lost=self._lost, on_publications=self.inbox.deliver,
                         on_connection_lost=self._connection_lost, subscribe=config.receive_messages,
-                        request_ids=self._request_ids)
+                        request_ids=self._request_ids, routing_id=self._routing_id)
         welcome = client.connect(timeout, fresh=self._fresh_session)
         self._fresh_session = False
         with self._role_lock:

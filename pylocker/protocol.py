@@ -10,14 +10,16 @@ is used before it has been checked.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
 from typing import Any, Callable, Final, NamedTuple, Union
 
 import msgpack
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
-VERSION: Final = 2
+VERSION: Final = 3  # 3: routing ids are secrets, topics their digests
 MAX_FRAME: Final = 4 * 1024 * 1024
 MAX_NAMES: Final = 1024
 MAX_NAME_LEN: Final = 4096
@@ -33,8 +35,22 @@ BROADCAST: Final = b"*\0"
 
 
 def topic_for(peer: bytes) -> bytes:
-    """The publish topic of one locker, from its routing id."""
-    return b"U" + peer + b"\0"
+    """The publish topic of one locker, from its routing id.
+
+    A digest, not the id itself: anybody with the password may subscribe to every
+    topic, and the routing id is the secret that makes a connection's locks its own.
+    """
+    return b"U" + hashlib.blake2b(peer, digest_size=16, person=b"pylocker-topic").digest() + b"\0"
+
+
+def new_routing_id() -> bytes:
+    """A routing id for one locker's connections: 128 random bits, known only to it and its server.
+
+    The server binds a session's locks to it, so it must not be guessable or derived
+    from anything public (the unique name is in the server file). The first byte is
+    never zero: ZeroMQ keeps those ids for itself.
+    """
+    return b"S" + secrets.token_bytes(16)
 
 
 # ----------------------------------------------------------------- requests

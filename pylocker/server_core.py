@@ -132,6 +132,9 @@ class ServerCore:
         self.table = LockTable(max_lock_time=max_lock_time, lease=lease, first_token=first_token,
                                recover_until=now + grace if recover_from is not None else None)
         self._clients: dict[bytes, ClientInfo] = {}
+        # unique name -> the connection that speaks for it. Names are public (the server file
+        # lists them); connections are known by their routing id, a secret of each locker.
+        self._names: dict[str, bytes] = {}
         self._queued: dict[tuple[bytes, int], str] = {}  # (peer, request id) -> waiting lock id
         self._topic_counts: dict[bytes, int] = {}
         self._bad_frames: dict[bytes, int] = {}
@@ -211,8 +214,18 @@ class ServerCore:
         greeting(peer, info, message, now)
 
     def _on_hello(self, peer: bytes, info: ClientInfo | None, hello: p.Hello, now: float) -> None:
+        speaker = self._names.get(hello.unique_name)
+        if speaker is not None and speaker != peer:
+            # A name is public; a connection is not: a peer that names itself after another
+            # locker gets nothing of that locker's (its locks, its messages). The name is free
+            # again once its connection says goodbye or its lease lapses (``tick``).
+            self._refuse(peer, hello.request_id, NOT_WELCOMED, "another connection speaks for this locker")
+            return
         if info is None or info.unique_name != hello.unique_name or info.name != hello.name:
+            if info is not None and self._names.get(info.unique_name) == peer:
+                del self._names[info.unique_name]
             self._clients[peer] = ClientInfo(hello.name, hello.unique_name, hello.pid)
+            self._names[hello.unique_name] = peer
             self._clients_dirty = True
         self.table.touch(peer, now)
         table = self.table
@@ -356,8 +369,7 @@ class ServerCore:
         if self.table.lease is not None:
             lapsed = [peer for peer in self._clients if not self.table.is_leased(peer)]
             for peer in lapsed:
-                del self._clients[peer]
-                self._topic_counts.pop(topic_for(peer), None)
+                self._unbind(peer)
             if lapsed:
                 self._clients_dirty = True
 
@@ -379,9 +391,8 @@ class ServerCore:
 
     def forget(self, peer: bytes, now: float) -> None:
         """``peer`` said goodbye (or is gone for sure): free everything it held or waited for."""
-        if self._clients.pop(peer, None) is not None:
+        if self._unbind(peer):
             self._clients_dirty = True
-        self._topic_counts.pop(topic_for(peer), None)
         for key in [k for k in self._queued if k[0] == peer]:
             del self._queued[key]
         effects = self.table.drop_owner(peer, now)
@@ -402,6 +413,16 @@ class ServerCore:
         return self._clients.get(owner)
 
     # --------------------------------------------------------------- internals
+    def _unbind(self, peer: bytes) -> bool:
+        """Forget who ``peer`` is (not what it holds); False if it never said hello."""
+        info = self._clients.pop(peer, None)
+        self._topic_counts.pop(peer, None)
+        if info is None:
+            return False
+        if self._names.get(info.unique_name) == peer:
+            del self._names[info.unique_name]
+        return True
+
     def _refuse(self, peer: bytes, request_id: int, code: int, detail: str) -> None:
         self._sends.append((peer, p.encode(p.Error(request_id, code, detail[:MAX_DETAIL]))))
 
@@ -426,13 +447,13 @@ class ServerCore:
             # Named receivers get the batch on their own request channel, never on the publish
             # socket, where anybody with the password could subscribe to their topic. An ordered
             # set, so that routing does not depend on the interpreter's hash seed.
-            clients = self._clients
-            for peer in dict.fromkeys(r.encode() for r in receivers if r != sender):
-                if peer not in clients:
+            speakers = self._names
+            for receiver in dict.fromkeys(receivers):
+                peer = speakers.get(receiver)
+                if peer is None or receiver == sender:
                     continue  # unknown receivers are nobody's business
-                key = topic_for(peer)
-                before = counts.get(key, 0)
-                counts[key] = before + count
+                before = counts.get(peer, 0)  # directed batches are counted per connection
+                counts[peer] = before + count
                 self._sends.append((peer, p.encode(p.Deliver(0, sender, sender_name, before, count, items))))
         if local:
             self._events.append(LocalPublications(sender, sender_name, count, items))

@@ -151,6 +151,7 @@ def make_client(address: Address, security: Security) -> Iterator[Callable[..., 
     made: list[Client] = []
 
     def make(name: str, fresh: bool = False, **kwargs: Any) -> Client:
+        kwargs.setdefault("routing_id", f"{name}-route".encode())  # one locker: one routing id
         client = Client(address, security, name=name, unique_name=f"{name}-unique", **kwargs)
         made.append(client)
         client.connect(WAIT, fresh=fresh)

@@ -296,3 +296,37 @@ def test_case9_a_grant_that_could_not_be_sent_is_undone_not_held_by_nobody_who_k
     replies = [(to, p.decode(frame)) for to, frame in core.take().sends]
     assert [(to, type(m)) for to, m in replies] == [(b"b", p.Grant)]  # the name went on, to b
     assert core.table.holder("x").owner == b"b"
+
+
+# ------------------------------------------------------------------ case 3: impersonation
+def test_case3_a_peer_naming_itself_after_a_live_locker_gets_nothing_of_its() -> None:
+    core = ServerCore(name="s", unique_name="server", now=0.0, lease=5.0)
+    victim, impostor = p.new_routing_id(), p.new_routing_id()
+    _hello(core, victim, "victim")
+    core.take()
+    core.receive(victim, [p.encode(p.Acquire(2, ["precious"], 0))], 0.0)
+    (granted,) = [p.decode(frame) for _, frame in core.take().sends]
+    assert isinstance(granted, p.Grant)
+    _hello(core, impostor, "victim")  # names are public: the server file lists them
+    (refusal,) = [p.decode(frame) for to, frame in core.take().sends if to == impostor]
+    assert isinstance(refusal, p.Error) and "another connection" in refusal.detail
+    for request in (p.Release(3, granted.lock_id), p.Bye(4)):
+        core.receive(impostor, [p.encode(request)], 0.1)
+    core.publish(["victim"], 1, b"\x91\xa6secret")  # a message for the victim reaches the victim alone
+    sends = core.take().sends
+    assert {to for to, _ in sends} == {victim, impostor}
+    assert [type(p.decode(frame)) for to, frame in sends if to == victim] == [p.Deliver]
+    held = core.table.get(granted.lock_id)
+    assert held is not None and held.owner == victim
+    # Once the victim's lease lapses its name is free again, for whoever comes next.
+    core.tick(6.0)
+    core.take()
+    _hello(core, impostor, "victim")
+    assert [type(p.decode(frame)) for _, frame in core.take().sends] == [p.Welcome]
+
+
+def test_case3_topics_on_the_publish_channel_do_not_reveal_routing_ids() -> None:
+    peer = p.new_routing_id()
+    assert len(peer) == 17 and peer[0] != 0
+    assert peer not in p.topic_for(peer) and peer[1:9] not in p.topic_for(peer)
+    assert p.topic_for(peer) == p.topic_for(bytes(peer)) != p.topic_for(p.new_routing_id())

@@ -220,12 +220,14 @@ def test_auth_guard_throttles_an_address_that_keeps_failing() -> None:
 
 
 @contextlib.contextmanager
-def _authenticated_dealer(port: int) -> Iterator[zmq.Socket]:
+def _authenticated_dealer(port: int, routing_id: bytes | None = None) -> Iterator[zmq.Socket]:
     """A raw DEALER that knows the password: a peer past authentication, free to misbehave."""
     keys = derive_keys(PASSWORD)
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
+    if routing_id is not None:
+        dealer.setsockopt(zmq.ROUTING_ID, routing_id)
     dealer.curve_serverkey, dealer.curve_publickey, dealer.curve_secretkey = (
         keys.server.public, keys.client.public, keys.client.secret)
     dealer.connect(f"tcp://127.0.0.1:{port}")
@@ -434,6 +436,28 @@ def test_a_directed_message_reaches_only_its_receiver(serving: ServerLocker, mak
     finally:
         spy.close(0)
         context.term()
+
+
+def test_a_peer_posing_as_another_locker_cannot_free_its_locks(serving: ServerLocker, make_locker: Any) -> None:
+    # Issue 11, case 3: ownership was the routing id each client chose (its public unique
+    # name), with ROUTER_HANDOVER on: a password holder taking that id and saying goodbye
+    # made the server free the victim's locks without telling it.
+    victim = make_locker(allowServing=False)
+    ok, lock_id = victim.acquire_lock("precious", timeout=5)
+    assert ok
+    name = victim.uniqueName
+    assert name in [info.unique_name for info in serving.node.server.clients().values()]  # in the server file
+    with _authenticated_dealer(int(serving.port), routing_id=name.encode()) as impostor:
+        impostor.send(p.encode(p.Hello(1, "impostor", name, os.getpid())))
+        impostor.poll(5000)
+        impostor.send(p.encode(p.Bye(2)))
+        impostor.send(p.encode(p.Release(3, lock_id)))
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and impostor.poll(200):
+            impostor.recv()
+        got, other_id = serving.acquire_lock("precious", timeout=1)
+        assert not got, "the impostor freed the victim's lock"
+    assert victim.release_lock(lock_id) == (True, 1)
 
 
 def test_each_realm_derives_its_own_keys(server_file: str) -> None:
