@@ -84,12 +84,15 @@ class Client:
                  on_publications: PublicationsCallback | None = None,
                  on_connection_lost: ConnectionLostCallback | None = None,
                  subscribe: bool = True, request_ids: Iterator[int] | None = None,
-                 routing_id: bytes | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 routing_id: bytes | None = None, peer_timeout: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """``request_ids``: the locker's request id counter, shared by all its connections.
 
         ``routing_id``: the locker's secret connection id (``protocol.new_routing_id``),
         the same for each of its connections so that a goodbye reaches what an earlier one held.
+        ``peer_timeout``: the silence the connection survives (the lease; see ``survive_silence``).
         """
+        self._peer_timeout = peer_timeout
         self.address = address
         self._security = security
         self.name = name
@@ -328,7 +331,7 @@ class Client:
     def _run(self) -> None:
         try:
             transport = connect(self.address, self._security, self._routing_id, log,
-                                self._auth_failed, self._disconnected)
+                                self._auth_failed, self._disconnected, peer_timeout=self._peer_timeout)
         except PylockerError as exc:
             self._failure = exc if isinstance(exc, NotConnected) else NotConnected(str(exc))
             self._ready.set()

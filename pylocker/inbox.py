@@ -15,7 +15,7 @@ from typing import Any, Callable
 from . import protocol
 from .dispatch import Dispatcher
 from .errors import PylockerError
-from .mailbox import Mailbox
+from .mailbox import DEFAULT_CAPACITY_BYTES, Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ MessageCallback = Callable[[dict[str, Any]], None]
 class Inbox:
     """The mailbox of one locker, with a condition for waiters and a list of callbacks."""
 
-    def __init__(self, capacity: int, dispatcher: Dispatcher) -> None:
-        self.mailbox = Mailbox(capacity)
+    def __init__(self, capacity: int, dispatcher: Dispatcher, capacity_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
+        self.mailbox = Mailbox(capacity, capacity_bytes)
         self._dispatcher = dispatcher
         self._mail = threading.Condition()
         self._callbacks: list[tuple[MessageCallback, str | None]] = []

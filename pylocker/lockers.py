@@ -21,6 +21,7 @@ from .errors import LockTimeout, NotConnected, NotStarted, PylockerError, Server
 from .inbox import Inbox
 from .link import DEFAULT_LEASE, NodeConfig
 from .lock import Lock
+from .mailbox import DEFAULT_CAPACITY_BYTES
 from .messaging import MessagingMixin
 from .node import LockerNode
 from .transport import address as addresses
@@ -51,6 +52,7 @@ class ServerLocker(MessagingMixin):
             clients presenting one of those public keys (one key pair per machine).
         mailbox_size: received publications kept at most; past that the oldest
             are dropped (and counted in ``dropped_messages``).
+        mailbox_bytes: the same bound in bytes (payloads as sent, plus ~400 per message).
         receive_messages: False for a lock-only client: it can still publish, but
             opens no subscription (one connection per client instead of two).
         realm: salts the keys derived from the password (default ``"pylocker"``): give
@@ -70,12 +72,14 @@ class ServerLocker(MessagingMixin):
                  listen_address: str = "127.0.0.1", lease: float | None = DEFAULT_LEASE,
                  key_file: str | None = None, authorized_keys: str | None = None,
                  mailbox_size: int = 100_000, receive_messages: bool = True, realm: str = DEFAULT_REALM,
-                 server_key_file: str | None = None, advertise_address: str | None = None) -> None:
+                 server_key_file: str | None = None, advertise_address: str | None = None,
+                 mailbox_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
         check_locker_arguments(password=password, name=name, port=port, allowServing=allowServing,
                                autoconnect=autoconnect, reconnect=reconnect, blocking=blocking,
                                debugMode=debugMode, connectTimeout=connectTimeout, lease=lease, logger=logger,
                                realm=realm, key_file=key_file, authorized_keys=authorized_keys,
                                server_key_file=server_key_file, mailbox_size=mailbox_size,
+                               mailbox_bytes=mailbox_bytes,
                                receive_messages=receive_messages)
         if not isinstance(listen_address, str) or not listen_address:
             raise TypeError("listen_address must be a non-empty string")
@@ -91,7 +95,7 @@ class ServerLocker(MessagingMixin):
         self._maxLockTime: float | None = 120
         self._port = port
         self._listen_address = listen_address
-        self._mailbox_size = mailbox_size
+        self._mailbox_size, self._mailbox_bytes = mailbox_size, mailbox_bytes
         self._user_logger = logger if isinstance(logger, logging.Logger) else None
         self._log = self._user_logger or logging.getLogger(__name__)
         self._node: LockerNode | None = None
@@ -112,7 +116,7 @@ class ServerLocker(MessagingMixin):
             receive_messages=receive_messages, advertise=advertise)
         self._advertise_address = advertise_address
         self._dispatcher = Dispatcher(f"pylocker-callbacks-{self._name}", self._log)
-        self._node = LockerNode(config, self._unique_name, Inbox(mailbox_size, self._dispatcher),
+        self._node = LockerNode(config, self._unique_name, Inbox(mailbox_size, self._dispatcher, mailbox_bytes),
                                 self._dispatcher, self._user_logger)
         self._init_messaging()
         if autoconnect:
@@ -130,7 +134,8 @@ class ServerLocker(MessagingMixin):
             "connectTimeout": config.connect_timeout, "debugMode": self._debugMode,
             "listen_address": self._listen_address, "lease": config.lease,
             "key_file": self._key_file, "authorized_keys": self._authorized_keys,
-            "mailbox_size": self._mailbox_size, "receive_messages": config.receive_messages,
+            "mailbox_size": self._mailbox_size, "mailbox_bytes": self._mailbox_bytes,
+            "receive_messages": config.receive_messages,
             "realm": config.realm, "server_key_file": self._server_key_file,
             "advertise_address": self._advertise_address,
             "logger": self._user_logger if self._user_logger is not None else False,

@@ -7,20 +7,31 @@ Rules, as pylocker 3.1 documented them:
   it the newcomer is discarded.
 * A publication with a ``timeout`` leaves the mailbox that many seconds after it
   arrived (``now`` is passed in; ``expire`` applies what is due).
-* The mailbox holds at most ``capacity`` publications: past that the oldest is
-  evicted and counted in ``dropped``, so a receiver that never reads stays bounded.
+* The mailbox holds at most ``capacity`` publications and ``capacity_bytes`` bytes
+  (payloads as they came off the wire, texts, and a fixed cost per publication):
+  past either the oldest are evicted and counted in ``dropped``, so a receiver that
+  never reads stays bounded however small or large the publications.
+* Payloads stay packed until read: a publication costs what the wire carried.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, Final, cast
 
-from .protocol import MAX_MESSAGE, valid_seconds
+from .errors import RemoteProtocolError
+from .protocol import MAX_MESSAGE, unpack_payload, valid_seconds
 
 FLAG_UNIQUE = 1
 FLAG_REPLACE = 2
+# What a stored publication costs beyond its texts and payload bytes: the object, its
+# two index entries, the strings' headers (measured with tracemalloc: ~330 bytes).
+PUBLICATION_OVERHEAD: Final = 400
+DEFAULT_CAPACITY_BYTES: Final = 128 * 2**20
+
+log = logging.getLogger(__name__)
 
 
 class Publication:
@@ -30,7 +41,7 @@ class Publication:
         "expires_at",
         "flags",
         "message",
-        "payload",
+        "packed",
         "publication_id",
         "sender",
         "sender_name",
@@ -41,7 +52,7 @@ class Publication:
     def __init__(
         self,
         message: str,
-        payload: Any,
+        packed: bytes | None,
         sender: str,
         sender_name: str,
         publication_id: str,
@@ -51,7 +62,7 @@ class Publication:
         expires_at: float | None,
     ) -> None:
         self.message = message
-        self.payload = payload
+        self.packed = packed  # the payload as it travelled (None: no payload)
         self.sender = sender
         self.sender_name = sender_name
         self.publication_id = publication_id
@@ -59,6 +70,22 @@ class Publication:
         self.timeout = timeout
         self.flags = flags
         self.expires_at = expires_at
+
+    @property
+    def payload(self) -> Any:
+        """The payload, decoded at each read (None, logged, if the sender's bytes do not decode)."""
+        try:
+            return unpack_payload(self.packed)
+        except RemoteProtocolError as exc:
+            log.warning("publication %s from %s: %s", self.publication_id, self.sender, exc)
+            return None
+
+    @property
+    def size(self) -> int:
+        """What this publication costs a mailbox, in bytes (see PUBLICATION_OVERHEAD)."""
+        packed = self.packed
+        return (PUBLICATION_OVERHEAD + len(self.message) + len(self.publication_id)
+                + (0 if packed is None else len(packed)))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,10 +104,14 @@ class Publication:
 class Mailbox:
     """Publications in arrival order, indexed by message text."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 100_000, capacity_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if capacity_bytes < 1:
+            raise ValueError("capacity_bytes must be at least 1")
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
+        self.bytes = 0  # what the publications held cost (Publication.size)
         self.dropped = 0
         self.received = 0
         self._all: dict[str, Publication] = {}
@@ -98,10 +129,12 @@ class Mailbox:
                 self._remove(old)
         if publication.publication_id in self._all:
             self._remove(self._all[publication.publication_id])
-        if len(self._all) >= self.capacity:
-            self._remove(next(iter(self._all.values())))
-            self.dropped += 1
+        if publication.size > self.capacity_bytes:
+            self.dropped += 1  # it would not fit even alone
+            return False
+        self._make_room(publication.size)
         self._all[publication.publication_id] = publication
+        self.bytes += publication.size
         same = self._by_message.get(publication.message)  # the removals above may have dropped it
         if same is None:
             self._by_message[publication.message] = same = {}
@@ -124,14 +157,16 @@ class Mailbox:
         arrived: list[Publication] = []
         limit = MAX_MESSAGE
         add, everything, by_message, capacity = self.add, self._all, self._by_message, self.capacity
+        capacity_bytes = self.capacity_bytes
         for item in items:
             if type(item) is not list or len(item) != 6:
                 malformed += 1
                 continue
-            message, payload, timeout, flags, publication_id, sent_at = item
+            message, packed, timeout, flags, publication_id, sent_at = item
             if (
                 type(message) is not str
                 or len(message) > limit
+                or (packed is not None and type(packed) is not bytes)
                 or type(publication_id) is not str
                 or type(flags) is not int
                 or type(sent_at) is not float
@@ -141,7 +176,7 @@ class Mailbox:
                 continue
             publication = Publication(
                 message,
-                payload,
+                packed,
                 sender,
                 sender_name,
                 publication_id,
@@ -155,8 +190,10 @@ class Mailbox:
                 and not flags & FLAG_UNIQUE
                 and publication_id not in everything
                 and len(everything) < capacity
+                and self.bytes + (size := publication.size) <= capacity_bytes
             ):
                 # The common case, inlined: what add() does when no rule applies.
+                self.bytes += size
                 everything[publication_id] = publication
                 same = by_message.get(message)
                 if same is None:
@@ -225,7 +262,15 @@ class Mailbox:
         # A message that is not a str is simply not found (an unhashable one raises TypeError, as a dict does).
         return bool(self._by_message.get(cast(str, message)))
 
+    def _make_room(self, size: int) -> None:
+        """Evict the oldest publications until one of ``size`` bytes fits (counted as dropped)."""
+        everything = self._all
+        while everything and (len(everything) >= self.capacity or self.bytes + size > self.capacity_bytes):
+            self._remove(next(iter(everything.values())))
+            self.dropped += 1
+
     def _remove(self, publication: Publication) -> None:
+        self.bytes -= publication.size
         del self._all[publication.publication_id]
         same = self._by_message[publication.message]
         del same[publication.publication_id]

@@ -69,7 +69,9 @@ class MessagingMixin:
         targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
         publication_id = f"{self._publication_prefix}{next(self._publication_ids):x}"
         sent_at = time.time()
-        item = protocol.encode_item(message, payload, timeout, flags, publication_id, sent_at, self._packer())
+        packer = self._packer()
+        packed = None if payload is None else protocol.pack_payload(payload, packer)
+        item = protocol.encode_item(message, packed, timeout, flags, publication_id, sent_at, packer)
         if len(item) > MAX_ITEM:
             raise ValueError(f"publication is {len(item)} bytes; at most {MAX_ITEM}")
         failure = self._send_publications(targets, item)
@@ -77,7 +79,7 @@ class MessagingMixin:
             return False, failure
         if toSelf:
             self.node.inbox.deliver(self._unique_name, self._name,
-                                    [[message, payload, timeout, flags, publication_id, sent_at]])
+                                    [[message, packed, timeout, flags, publication_id, sent_at]])
         return True, publication_id
 
     def publish_messages(self, messages: Iterable[str], receivers: Iterable[str] | None = None,
@@ -98,9 +100,9 @@ class MessagingMixin:
         targets, flags = self._publication_options(receivers, timeout, toSelf, unique, replace)
         sent_at = time.time()
         pack, prefix, ids = self._packer().pack, self._publication_prefix, self._publication_ids
-        raw = [[message, payload, timeout, flags, f"{prefix}{next(ids):x}", sent_at]
-               for message, payload in zip(texts, values)]
         try:
+            raw = [[message, None if payload is None else pack(payload), timeout, flags, f"{prefix}{next(ids):x}",
+                    sent_at] for message, payload in zip(texts, values)]
             items = [pack(entry) for entry in raw]
         except (TypeError, ValueError, OverflowError) as exc:
             self._packers.packer = protocol.new_packer()  # a failed pack may leave bytes behind

@@ -398,7 +398,10 @@ class LockerNode:
         client = Client(address, config.security(), name=config.name,
                         unique_name=self.unique_name, on_lost=self._lost, on_publications=self.inbox.deliver,
                         on_connection_lost=self._connection_lost, subscribe=config.receive_messages,
-                        request_ids=self._request_ids, routing_id=self._routing_id)
+                        request_ids=self._request_ids, routing_id=self._routing_id,
+                        # The server's lease may be longer than ours: a frozen server is found
+                        # by our lease clock, so ZeroMQ need not cut the connection sooner.
+                        peer_timeout=2 * (config.lease or DEFAULT_LEASE))
         welcome = client.connect(timeout, fresh=self._fresh_session)
         self._fresh_session = False
         with self._role_lock:

@@ -353,7 +353,7 @@ class Server:
 
     def _run(self) -> None:
         try:
-            transport = listen(self._requested, self._security, log)
+            transport = listen(self._requested, self._security, log, peer_timeout=self.lease)
         except BaseException as exc:  # noqa: BLE001  reported to start()'s caller, who re-raises it
             self._start_error = exc
             self._started.set()

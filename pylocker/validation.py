@@ -75,7 +75,7 @@ def receivers(receivers: Any) -> list[str] | None:
 
 
 def check_locker_arguments(*, password: Any, name: Any, port: Any, connectTimeout: Any, lease: Any,
-                           logger: Any, realm: Any, mailbox_size: Any, receive_messages: Any,
+                           logger: Any, realm: Any, mailbox_size: Any, mailbox_bytes: Any, receive_messages: Any,
                            **flags_and_paths: Any) -> None:
     """The types and ranges of ServerLocker's arguments (booleans and paths by keyword)."""
     if not isinstance(password, str):
@@ -96,6 +96,7 @@ def check_locker_arguments(*, password: Any, name: Any, port: Any, connectTimeou
         raise TypeError("logger must be a logging.Logger (or False for pylocker's own)")
     if not isinstance(realm, str) or not realm:
         raise TypeError("realm must be a non-empty string")
-    if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
-        raise ValueError(f"mailbox_size must be a positive integer, got {mailbox_size!r}")
+    for value, argument in ((mailbox_size, "mailbox_size"), (mailbox_bytes, "mailbox_bytes")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{argument} must be a positive integer, got {value!r}")
     check_bool(receive_messages, "receive_messages")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +15,8 @@ _ids = iter(range(10**9))
 def pub(
     message: str, payload: object = None, sender: str = "s", flags: int = 0, expires_at: float | None = None
 ) -> Publication:
-    return Publication(message, payload, sender, "name", f"id-{next(_ids)}", 0.0, None, flags, expires_at)
+    packed = None if payload is None else msgpack.packb(payload)
+    return Publication(message, packed, sender, "name", f"id-{next(_ids)}", 0.0, None, flags, expires_at)
 
 
 def test_publications_keep_arrival_order() -> None:
@@ -115,25 +117,57 @@ def test_index_and_order_stay_consistent(operations: list[tuple[str, int, str]])
                 assert len(mine) == 1
 
 
+def _packed(payload: object) -> bytes:
+    return msgpack.packb(payload)
+
+
 def test_store_checks_each_wire_item_and_applies_the_same_rules() -> None:
     box = Mailbox(capacity=3)
     items = [
-        ["a", 1, None, 0, "i1", 1.0],
-        ["a", 2, None, 0, "i2", 1.0],
-        ["b", 3, 5.0, 0, "i3", 1.0],  # a timeout: stored through the full rules
-        ["a", 4, None, FLAG_UNIQUE | FLAG_REPLACE, "i4", 1.0],
+        ["a", _packed(1), None, 0, "i1", 1.0],
+        ["a", _packed(2), None, 0, "i2", 1.0],
+        ["b", _packed(3), 5.0, 0, "i3", 1.0],  # a timeout: stored through the full rules
+        ["a", _packed(4), None, FLAG_UNIQUE | FLAG_REPLACE, "i4", 1.0],
         ["bad"],  # malformed shapes and types are skipped
-        [1, 2, None, 0, "i5", 1.0],
-        ["c", 5, -1, 0, "i6", 1.0],
-        ["c", 6, None, 0, 7, 1.0],
+        [1, _packed(2), None, 0, "i5", 1.0],
+        ["c", _packed(5), -1, 0, "i6", 1.0],
+        ["c", _packed(6), None, 0, 7, 1.0],
         "not a list",
+        ["c", 6, None, 0, "i9", 1.0],  # a payload must come packed (or be nil)
     ]
     malformed, arrived = box.store("s", "name", items, now=10.0, collect=True)
-    assert malformed == 5
+    assert malformed == 6
     assert [p.payload for p in arrived] == [1, 2, 3, 4]
     assert [p.payload for p in box.all()] == [3, 4]  # unique+replace removed 1 and 2
     assert box.find("b").expires_at == 15.0
     assert box.received == 4
-    box.store("s", "name", [["d", 7, None, 0, "i7", 1.0], ["e", 8, None, 0, "i8", 1.0]], now=11.0)
+    box.store("s", "name", [["d", _packed(7), None, 0, "i7", 1.0], ["e", _packed(8), None, 0, "i8", 1.0]], now=11.0)
     assert [p.payload for p in box.all()] == [4, 7, 8]
     assert box.dropped == 1  # capacity 3
+
+
+def test_the_mailbox_is_bounded_in_bytes_as_well_as_in_count() -> None:
+    # Issue 11, case 9: bounded by count alone, a mailbox of large publications had no bound.
+    box = Mailbox(capacity=1000, capacity_bytes=11_000)
+    big = _packed("x" * 3000)
+    box.store("s", "name", [[f"m{i}", big, None, 0, f"i{i}", 1.0] for i in range(5)], now=0.0)
+    assert [p.message for p in box.all()] == ["m2", "m3", "m4"]  # the oldest made room
+    assert box.dropped == 2 and box.bytes <= 11_000
+    box.add(pub("huge", "y" * 20_000))  # larger than the whole mailbox: dropped, nothing evicted
+    assert len(box) == 3 and box.dropped == 3
+    assert sum(p.size for p in box.all()) == box.bytes
+    while len(box):
+        box.pop(box.all()[0].message)
+    assert box.bytes == 0
+
+
+def test_a_payload_costs_the_mailbox_what_it_weighed_on_the_wire() -> None:
+    # Issue 11, case 9: 2 MB of empty maps decoded on arrival cost a receiver ~138 MiB.
+    empty_maps = msgpack.packb([{}] * 100_000)
+    box = Mailbox()
+    box.store("s", "name", [["maps", empty_maps, None, 0, "i1", 1.0]], now=0.0)
+    (stored,) = box.all()
+    assert stored.packed is empty_maps and stored.size < len(empty_maps) + 1000
+    assert stored.payload == [{}] * 100_000  # decoded when read, not before
+    broken = Publication("m", b"\xc1", "s", "name", "i2", 0.0, None, 0, None)
+    assert broken.payload is None  # a payload that does not decode reads as None (and is logged)

@@ -59,14 +59,17 @@ def _address(address: Address | str) -> Address:
     return parse(address) if isinstance(address, str) else address
 
 
-def listen(address: Address | str, security: Security, logger: logging.Logger) -> ServerTransport:
+def listen(address: Address | str, security: Security, logger: logging.Logger, *,
+           peer_timeout: float | None = None) -> ServerTransport:
     """Bind a server at ``address`` (an Address or a URL) with the transport its scheme names."""
     where = _address(address)
-    return transport_for(where).listen(where, security, logger)
+    return transport_for(where).listen(where, security, logger, peer_timeout=peer_timeout)
 
 
 def connect(address: Address | str, security: Security, identity: bytes, logger: logging.Logger,
-            on_auth_failure: Callable[[], None], on_disconnect: Callable[[], None]) -> ClientTransport:
+            on_auth_failure: Callable[[], None], on_disconnect: Callable[[], None], *,
+            peer_timeout: float | None = None) -> ClientTransport:
     """Start connecting to the server at ``address`` with the transport its scheme names."""
     where = _address(address)
-    return transport_for(where).connect(where, security, identity, logger, on_auth_failure, on_disconnect)
+    return transport_for(where).connect(where, security, identity, logger, on_auth_failure, on_disconnect,
+                                        peer_timeout=peer_timeout)

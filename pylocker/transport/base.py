@@ -91,14 +91,20 @@ class ClientTransport(Protocol):
 class Transport(Protocol):
     """One family of addresses (``zmq`` serves tcp, ipc and inproc; ``memory`` serves memory)."""
 
-    def listen(self, address: Address, security: Security, logger: logging.Logger) -> ServerTransport:
-        """Bind a server at ``address``; raises ListenError when it cannot."""
+    def listen(self, address: Address, security: Security, logger: logging.Logger, *,
+               peer_timeout: float | None = None) -> ServerTransport:
+        """Bind a server at ``address``; raises ListenError when it cannot.
+
+        ``peer_timeout``: seconds of silence before the transport may drop a peer's
+        connection on its own (the lease: never sooner than the server forgets the peer).
+        """
 
     def connect(self, address: Address, security: Security, identity: bytes, logger: logging.Logger,
                 on_auth_failure: Callable[[], None],
-                on_disconnect: Callable[[], None]) -> ClientTransport:
+                on_disconnect: Callable[[], None], *, peer_timeout: float | None = None) -> ClientTransport:
         """Start connecting to the server at ``address`` (the handshake completes in the background).
 
         ``on_auth_failure`` is called (on the I/O thread, from ``poll``) when the server
         refuses the credentials; ``on_disconnect`` when an established connection drops.
+        ``peer_timeout``: as for ``listen``, the silence a connection survives.
         """

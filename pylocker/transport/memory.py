@@ -368,8 +368,12 @@ class MemoryTransport:
             raise ValueError(f"max_frames must be at least 1, got {max_frames}")
         self.max_frames = max_frames
 
-    def listen(self, address: Address, security: Security, logger: logging.Logger) -> MemoryServerTransport:
-        """Register a server at ``address``; ListenError when the name is taken (``security`` is ignored)."""
+    def listen(self, address: Address, security: Security, logger: logging.Logger, *,
+               peer_timeout: float | None = None) -> MemoryServerTransport:
+        """Register a server at ``address``; ListenError when the name is taken.
+
+        ``security`` and ``peer_timeout`` are ignored: nothing in memory goes silent.
+        """
         name = _name_of(address)
         server = MemoryServerTransport(name, logger, self.max_frames)
         with _registry_lock:
@@ -380,7 +384,7 @@ class MemoryTransport:
 
     def connect(self, address: Address, security: Security, identity: bytes, logger: logging.Logger,
                 on_auth_failure: Callable[[], None],
-                on_disconnect: Callable[[], None]) -> MemoryClientTransport:
+                on_disconnect: Callable[[], None], *, peer_timeout: float | None = None) -> MemoryClientTransport:
         """Connect at once; NotConnected when nobody listens there (``security`` is ignored)."""
         name = _name_of(address)
         with _registry_lock:

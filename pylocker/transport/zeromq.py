@@ -80,13 +80,15 @@ class ZmqTransport:
 
     schemes: Final = SCHEMES
 
-    def listen(self, address: Address, security: Security, logger: logging.Logger) -> ZmqServerTransport:
+    def listen(self, address: Address, security: Security, logger: logging.Logger, *,
+               peer_timeout: float | None = None) -> ZmqServerTransport:
         """Bind a server at ``address``; raises ListenError (AddressError for a bad endpoint)."""
-        return ZmqServerTransport(address, security, logger)
+        return ZmqServerTransport(address, security, logger, peer_timeout=peer_timeout)
 
     def connect(self, address: Address, security: Security, identity: bytes, logger: logging.Logger,
                 on_auth_failure: Callable[[], None],
-                on_disconnect: Callable[[], None]) -> ZmqClientTransport:
+                on_disconnect: Callable[[], None], *, peer_timeout: float | None = None) -> ZmqClientTransport:
         """Start connecting to ``address``; raises NotConnected (AddressError for a bad endpoint)."""
-        return ZmqClientTransport(address, security, identity, logger, on_auth_failure, on_disconnect)
+        return ZmqClientTransport(address, security, identity, logger, on_auth_failure, on_disconnect,
+                                  peer_timeout=peer_timeout)
 

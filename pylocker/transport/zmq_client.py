@@ -24,6 +24,7 @@ from .zmq_common import (
     Socket,
     map_exceptions,
     no_heartbeats,
+    survive_silence,
     timeout_ms,
     tune,
 )
@@ -33,13 +34,15 @@ class ZmqClientTransport:
     """DEALER (requests) + SUB (publications); CURVE clients of one server, except inproc."""
 
     def __init__(self, address: Address, security: Security, identity: bytes, logger: logging.Logger,
-                 on_auth_failure: Callable[[], None], on_disconnect: Callable[[], None]) -> None:
+                 on_auth_failure: Callable[[], None], on_disconnect: Callable[[], None], *,
+                 peer_timeout: float | None = None) -> None:
         if address.scheme not in SCHEMES:
             raise AddressError(f"the ZeroMQ transport does not serve {address.scheme}:// addresses")
         if not 0 < len(identity) <= 255:
             raise NotConnected(f"cannot connect to {address.url}: an identity takes 1 to 255 bytes")
         self._log = logger
         self._address = address
+        self._peer_timeout = peer_timeout
         self._keys = security.keys
         self._on_auth_failure = on_auth_failure
         self._on_disconnect = on_disconnect
@@ -67,6 +70,7 @@ class ZmqClientTransport:
         self._waker = Waker()
         dealer = self._dealer = self._socket(zmq.DEALER)
         dealer.setsockopt(zmq.ROUTING_ID, identity)
+        survive_silence(dealer, self._peer_timeout)
         dealer.setsockopt(zmq.SNDHWM, 0)
         dealer.setsockopt(zmq.RECONNECT_IVL, 50)
         dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)

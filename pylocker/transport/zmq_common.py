@@ -107,6 +107,19 @@ def tune(sock: Socket) -> Socket:
     return sock
 
 
+def survive_silence(sock: Socket, peer_timeout: float | None) -> None:
+    """Let ZeroMQ drop a silent peer only after ``peer_timeout`` (the lease), never sooner.
+
+    Its default 4 s cut a frozen client (or server) off while its lease still ran: what
+    was sent meanwhile had nowhere to go. The lease clocks of both ends judge liveness;
+    ZeroMQ's heartbeat only cleans up connections after them. Set before binding or connecting.
+    """
+    if peer_timeout is not None:
+        timeout = max(HEARTBEAT_TIMEOUT_MS, int(peer_timeout * 1000) + 2 * HEARTBEAT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, min(timeout, 6_553_500))  # the peer's timeout of us, too
+
+
 def no_heartbeats(sock: Socket) -> None:
     # On a subscription backed up behind megabytes of publications, a PING waits in line
     # and the peer is timed out and cut, losing what was queued. Liveness is judged on the

@@ -35,6 +35,7 @@ from .zmq_common import (
     Socket,
     map_exceptions,
     no_heartbeats,
+    survive_silence,
     timeout_ms,
     tune,
 )
@@ -84,11 +85,13 @@ def _refuse_to_replace(path: str) -> None:
 class ZmqServerTransport:
     """ROUTER (requests) + PUB (publications); CURVE servers behind a ZAP check, except inproc."""
 
-    def __init__(self, address: Address, security: Security, logger: logging.Logger) -> None:
+    def __init__(self, address: Address, security: Security, logger: logging.Logger, *,
+                 peer_timeout: float | None = None) -> None:
         if address.scheme not in SCHEMES:
             raise AddressError(f"the ZeroMQ transport does not serve {address.scheme}:// addresses")
         self._log = logger
         self._address = address
+        self._peer_timeout = peer_timeout
         self._pub_endpoint = ""
         self._secure = address.scheme != "inproc"
         self._closed = False
@@ -124,6 +127,7 @@ class ZmqServerTransport:
         self._waker = Waker()
         router = self._router = self._socket(zmq.ROUTER, keys)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        survive_silence(router, self._peer_timeout)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer fails the send: send() says False
         # Frames queued towards one peer at most: one that does not read loses the rest (send()
         # says False) instead of growing the server. It gets no answers, so its own lease clock
