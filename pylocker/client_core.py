@@ -45,6 +45,7 @@ HEARTBEAT_MAX: Final = 1.0  # seconds between heartbeats at most
 HEARTBEAT_MIN: Final = 0.02
 HEARTBEATS_PER_LEASE: Final = 4  # so that a late answer or two never lapses the lease
 LEASE_DRIFT: Final = 0.1  # the client's clock may run up to 10 % slower than the server's
+_GRANTS: Final = (p.Grant, p.Reclaimed)  # answers that hand us a lock, which the lease must vouch for
 
 
 class Reply(NamedTuple):
@@ -186,9 +187,9 @@ class ClientCore:
             if self._held.pop(message.lock_id, None) is not None or message.reason != "maxLockTime":
                 self._events.append(LockExpired(message.lock_id, message.reason))
             return
-        self._answer(message)
+        self._answer(message, now)
 
-    def _answer(self, message: p.Message) -> None:
+    def _answer(self, message: p.Message, now: float) -> None:
         if type(message) is p.Error and message.code == NOT_WELCOMED and not self.lapsed:
             # The server has forgotten this connection, and every lock it held here with it.
             self.lapsed = True
@@ -204,6 +205,8 @@ class ClientCore:
             return
         if pending.sent_at > self._acked_send:
             self._acked_send = pending.sent_at
+        if type(message) in _GRANTS and not self._vouched_for(now):
+            message = self._too_late(message)
         if isinstance(message, p.Welcome):
             self.welcome = message
         elif isinstance(message, p.Grant):
@@ -223,7 +226,7 @@ class ClientCore:
             self._events.append(BadFrame(f"publication header: {exc}"))
             return
         if isinstance(header, p.Probe):
-            self._answer(header)
+            self._answer(header, -math.inf)  # a probe grants nothing: no time needed
             return
         if not isinstance(header, p.Published) or len(frames) != 3:
             return
@@ -245,6 +248,25 @@ class ClientCore:
             self._events.append(BadFrame(f"publication batch from {sender}: {exc}"))
             return
         self._events.append(Publications(sender, sender_name, items))
+
+    def _vouched_for(self, now: float) -> bool:
+        """Whether the lease still vouches, at ``now``, for what the server granted us."""
+        valid_until = self.valid_until
+        return not self.lapsed and (valid_until is None or now < valid_until)
+
+    def _too_late(self, message: p.Message) -> p.Message:
+        """A grant that arrives once our lease ran out (we were frozen, or the network was).
+
+        The server may have freed the name on the lapse and granted it to another: it is
+        not ours to use. Give it back (in case it still was) and tell the caller no.
+        """
+        if not self.lapsed:
+            self.lapsed = True
+            self._events.append(LeaseLapsed("a grant arrived after our lease ran out"))
+        if isinstance(message, p.Grant):
+            self._sends.append(p.encode(p.Release(0, message.lock_id)))
+            return p.Error(message.request_id, NOT_WELCOMED, "granted after our lease ran out")
+        return p.Reclaimed(message.request_id, False)
 
     # -------------------------------------------------------------------- time
     @property

@@ -7,10 +7,8 @@ Roles (``Role``)::
     SERVING / CONNECTED --lost the server (reconnect on)--> FAILING_OVER --> SERVING | CONNECTED
     any --stop()--> STOPPED
 
-Whatever the role, the node talks to the lock service through one ``Link``: the
-in-process ``Server`` while it serves, a ``Client`` while it is connected. Both
-offer the same operations with the same signatures, so nothing above the node
-asks which role it plays.
+Whatever the role, the node talks to the lock service through one ``Link`` (the
+in-process ``Server``, or a ``Client``), so nothing above it asks which role it plays.
 
 Failover: when the link is lost, a failover thread re-runs the election (or
 reconnects by address) and re-claims every lock this locker still believes it
@@ -245,6 +243,9 @@ class LockerNode:
                 else:
                     lock_id, token = link.acquire(names, timeout)
                     self.owned.add(lock_id, names, token, link.expiry(lock_id))
+                    if not link.holds(lock_id):  # the lease ran out since the grant: its lapse
+                        self.owned.forget(lock_id)  # may have passed over this lock unseen
+                        raise NotConnected("our lease ran out as the lock was granted")
                     return lock_id, token
             except (NotConnected, NotStarted) as exc:
                 if not self.config.reconnect or self._closing or isinstance(exc, AuthenticationError):
@@ -399,9 +400,7 @@ class LockerNode:
                         unique_name=self.unique_name, on_lost=self._lost, on_publications=self.inbox.deliver,
                         on_connection_lost=self._connection_lost, subscribe=config.receive_messages,
                         request_ids=self._request_ids, routing_id=self._routing_id,
-                        # The server's lease may be longer than ours: a frozen server is found
-                        # by our lease clock, so ZeroMQ need not cut the connection sooner.
-                        peer_timeout=2 * (config.lease or DEFAULT_LEASE))
+                        peer_timeout=2 * (config.lease or DEFAULT_LEASE))  # the server's lease may be longer
         welcome = client.connect(timeout, fresh=self._fresh_session)
         self._fresh_session = False
         with self._role_lock:
@@ -417,6 +416,7 @@ class LockerNode:
         # Runs on the lost client's I/O thread: hand the work to a failover thread.
         link = self._link
         if lapsed:
+            self._believe_until = 0.0  # nothing held through the lapsed link is ours any more
             self._lose_all("lease")
             self._fresh_session = True
         elif link is not None:

@@ -330,3 +330,33 @@ def test_case3_topics_on_the_publish_channel_do_not_reveal_routing_ids() -> None
     assert len(peer) == 17 and peer[0] != 0
     assert peer not in p.topic_for(peer) and peer[1:9] not in p.topic_for(peer)
     assert p.topic_for(peer) == p.topic_for(bytes(peer)) != p.topic_for(p.new_routing_id())
+
+
+# ------------------------------------- case 1, found by the fault-injection suite: a stale grant
+def test_case1_a_grant_arriving_after_the_lease_ran_out_is_not_taken_as_held() -> None:
+    # A waiter frozen (SIGSTOP) after sending its acquire, for longer than the lease: the
+    # server granted, then freed the name on the lapse and granted it to another. Thawed,
+    # the waiter took the old grant as held, with no loss reported (seeds 12 and 70051).
+    from pylocker.client_core import LEASE_DRIFT, ClientCore, LeaseLapsed, Reply
+
+    core = ClientCore(name="me", unique_name="me", pid=1, now=0.0)
+    hello = core.hello(0.0)
+    core.receive(p.encode(p.Welcome(hello, "srv", "srv", None, 2.0, "", 1)), 0.0)
+    core.take()
+    rid = core.request(lambda r: p.Acquire(r, ["x"], None), 1.0, is_acquire=True)
+    core.take()
+    late = 1.0 + 2.0 * (1 - LEASE_DRIFT) + 0.01  # thawed just past what the send can vouch for
+    core.receive(p.encode(p.Grant(rid, "L1", 77)), late)
+    sends, out = core.take()
+    replies = [event for event in out if isinstance(event, Reply)]
+    assert [type(event.message) for event in replies] == [p.Error], "a stale grant reached the caller"
+    assert any(isinstance(event, LeaseLapsed) for event in out)
+    assert not core.holds("L1", late)
+    assert p.Release(0, "L1") in [p.decode(frame) for frame in sends]  # given back, in case it was still ours
+    # Just in time, the same grant is the caller's.
+    fresh = ClientCore(name="me", unique_name="me", pid=1, now=0.0)
+    fresh.receive(p.encode(p.Welcome(fresh.hello(0.0), "srv", "srv", None, 2.0, "", 1)), 0.0)
+    rid = fresh.request(lambda r: p.Acquire(r, ["x"], None), 1.0, is_acquire=True)
+    fresh.take()
+    fresh.receive(p.encode(p.Grant(rid, "L1", 77)), 1.0 + 2.0 * (1 - LEASE_DRIFT) - 0.01)
+    assert [type(event.message) for event in fresh.take()[1] if isinstance(event, Reply)] == [p.Grant]
