@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from pathlib import Path
 from typing import Any
 
 from conftest import wait_for
@@ -252,8 +253,12 @@ def test_case13_a_corrupt_legacy_record_counts_as_held_until_dead_lock(tmp_path:
     lock_path = str(tmp_path / "file.lock")
     holder = Locker(None, lockPass="holder", lockPath=lock_path)
     assert holder.acquire_lock() == (True, 0)
-    with open(lock_path, "r+b") as handle:  # a torn write, or a full disk, under a live holder
-        handle.write(b"\xff" * 16)
+    from pylocker.legacy._record import SLOT
+
+    with open(lock_path, "r+b") as handle:  # damage every slot: a disk error under a live holder
+        for offset in range(0, os.path.getsize(lock_path), SLOT):
+            handle.seek(offset)
+            handle.write(b"\xff" * 16)
     other = Locker(None, lockPass="other", lockPath=lock_path, timeout=0.3)
     assert other.acquire_lock() == (False, 3), "a corrupt record was broken while its holder may live"
     patient = Locker(None, lockPass="other", lockPath=lock_path, timeout=3, deadLock=0.5)
@@ -360,3 +365,32 @@ def test_case1_a_grant_arriving_after_the_lease_ran_out_is_not_taken_as_held() -
     fresh.take()
     fresh.receive(p.encode(p.Grant(rid, "L1", 77)), 1.0 + 2.0 * (1 - LEASE_DRIFT) - 0.01)
     assert [type(event.message) for event in fresh.take()[1] if isinstance(event, Reply)] == [p.Grant]
+
+
+def test_case13_a_legacy_write_cut_short_leaves_the_previous_record(tmp_path: Any, monkeypatch: Any) -> None:
+    # Records were rewritten in place: a write cut short (full disk, a writer killed) left no
+    # valid record, and the lock counted as held by nobody who could be asked until deadLock.
+    import errno
+
+    from pylocker.legacy import Locker, _engine
+    from pylocker.legacy._record import decode
+
+    lock_path = str(tmp_path / "file.lock")
+    holder = Locker(None, lockPass="holder", lockPath=lock_path)
+    assert holder.acquire_lock() == (True, 0)
+    before = decode(Path(lock_path).read_bytes())
+    real_pwrite = os.pwrite
+
+    def disk_full(fd: int, data: bytes, offset: int) -> int:
+        if len(data) > 32:  # a record, not the stamp: half of it lands, then the disk is full
+            real_pwrite(fd, data[: len(data) // 2], offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    other = Locker(None, lockPass="other", lockPath=lock_path, timeout=0.2)
+    monkeypatch.setattr(_engine.os, "pwrite", disk_full)
+    other.acquire_lock()  # tries to queue itself: the write fails half way
+    monkeypatch.undo()
+    after = decode(Path(lock_path).read_bytes())  # still a valid record: the holder's
+    assert [e.token for e in after.holders] == [e.token for e in before.holders]
+    assert holder.release_lock() == (True, 2)

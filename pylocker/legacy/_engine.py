@@ -17,8 +17,8 @@ import threading
 import time
 from typing import IO, Any, Final
 
-from . import _liveness
-from ._record import HEADER_LEN, Entry, Record, decode, digests_equal, encode, pass_digest
+from . import _liveness, _record
+from ._record import HEADER_LEN, SLOT, Entry, Record, Stored, digests_equal, pass_digest
 from ._waiting import WAKE_PREFIX, WAKEUPS, Wait, bind_wake_socket, flock, sleep_on_socket, take
 
 logger = logging.getLogger("pylocker.legacy.locker")
@@ -196,7 +196,7 @@ class LockFileEngine:
                 self._plock.release()
             self._mutex.release()
 
-    def _read(self) -> tuple[Record, bytes, bool]:
+    def _read(self) -> tuple[Record, Stored, bool]:
         """Read and decode the record (guard held); a corrupt record reads as empty, flagged."""
         fd = self._fd
         if fd is None:  # pragma: no cover - the guard opened it
@@ -208,29 +208,40 @@ class LockFileEngine:
                 chunks.append(os.pread(fd, _READ_CHUNK, _READ_CHUNK * len(chunks)))
             data = b"".join(chunks)
         try:
-            return decode(data), data, False
+            stored = _record.read_image(data)
+            return stored.record, stored, False
         except ValueError as err:
             logger.warning("lock file %s holds no valid record (%s): held until deadLock after its last write",
                            self._lockPath, err)
-            return Record(), data, True
+            return Record(), Stored(Record(), 0, 0, 0, data[:HEADER_LEN]), True
 
     def _corrupt_is_dead(self, now: float) -> bool:
         """Whether a corrupt record is old enough (``deadLock`` since its last write) to break."""
         fd = self._fd
         return fd is not None and now - os.fstat(fd).st_mtime >= self._deadLock
 
-    def _write(self, record: Record, old: bytes) -> bytes:
-        """Write ``record`` in place over ``old`` (guard held); return the bytes written."""
+    def _write(self, record: Record, current: Stored) -> Stored:
+        """Write ``record`` to a slot clear of ``current`` (guard held), then the stamp; see ``_record``."""
         fd = self._fd
         if fd is None:  # pragma: no cover - the guard opened it
             raise RuntimeError("lock file descriptor missing")
-        data = encode(record)
+        if not record.holders and not record.queue:
+            os.ftruncate(fd, 0)  # the empty record, in one step that cannot tear
+            return Stored(record, 0, 0, 0, b"")
+        seq = current.seq + 1
+        data = _record.encode(record, seq)
+        offset = _record.slot_for(len(data), current)
         done = 0
-        while done < len(data):
-            done += os.pwrite(fd, data[done:], done)
-        if len(data) < len(old):
-            os.ftruncate(fd, len(data))
-        return data
+        while done < len(data):  # a failure here leaves ``current`` the file's record
+            done += os.pwrite(fd, data[done:], offset + done)
+        head = _record.stamp(seq, offset)
+        try:
+            os.pwrite(fd, head, 0)
+            if offset == SLOT:
+                os.ftruncate(fd, SLOT + len(data))  # drop the records after it, all older
+        except OSError as err:  # the record is written: the stamp and the trim are only tidiness
+            logger.warning("lock file %s: record written, stamp not (%s)", self._lockPath, err)
+        return Stored(record, seq, offset, len(data), head)
 
     def _pass_matches(self, salt: str, digest: str) -> bool:
         if not digest:
@@ -410,7 +421,7 @@ class LockFileEngine:
                 wait.head = mine == 0
             if dirty:
                 old = self._write(record, old)
-            self._seen = old[:HEADER_LEN]
+            self._seen = old.head
             if outcome == _ACQUIRED:
                 self._holding, self._holding_pid = True, os.getpid()
                 wait.enqueued = False

@@ -26,12 +26,13 @@ entry of any other host is dead once older than ``deadLock`` seconds. Waiters ch
 
 *Waiting is FIFO and never spins.* A waiter appends itself to the record's queue. A release hands
 the lock to the first waiter directly (no barging: the releaser cannot take it back first), and the
-waiter finds out by re-reading the 32-byte record header without the kernel lock between sleeps
+waiter finds out by re-reading the file's 32-byte stamp without the kernel lock between sleeps
 that grow from 50 us to 0.5 ms (2 ms when not first in line), or of exactly ``wait`` seconds when
 ``wait`` is set; a full poll under the kernel lock happens at least every ``_FULL_POLL_PERIOD``.
 
 *No hooks, no temp files, no symlinks.* The lock file is opened with ``O_NOFOLLOW`` and must be a
-regular file with one link; it is written in place (never through a temp file) and never unlinked.
+regular file with one link; each record goes to a slot clear of the current one, so no write can
+tear it (``_record``); the file is never replaced through a temp file and never unlinked.
 The locked file is opened with ``O_NOFOLLOW`` in every mode that writes. No signal handler and no
 ``atexit`` hook is installed: a process that exits holding the lock is simply dead to the others.
 """

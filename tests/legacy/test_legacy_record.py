@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pylocker.legacy._record import Entry, Record, decode, encode, pass_digest
+from pylocker.legacy._record import SLOT, Entry, Record, Stored, decode, encode, pass_digest, read_image, slot_for, stamp
 
 SALT = "00112233445566778899aabbccddeeff"
 
@@ -19,8 +19,8 @@ def _record() -> Record:
     return Record(SALT, pass_digest("secret", SALT), [holder], [waiter])
 
 
-def test_empty_record_is_empty_bytes() -> None:
-    assert encode(Record()) == b""
+def test_an_empty_file_is_the_empty_record() -> None:
+    assert decode(encode(Record())).holders == []
     decoded = decode(b"")
     assert decoded.holders == []
     assert decoded.queue == []
@@ -98,3 +98,47 @@ def test_round_trip_for_any_entries(entries: list[tuple[int, float, float]], n_h
     decoded = decode(encode(record))
     assert decoded.holders == record.holders
     assert decoded.queue == record.queue
+
+
+def _image(*records: tuple[int, Record, int]) -> bytes:
+    """A file image with ``(seq, record, offset)`` written in that order, then the stamp."""
+    data = bytearray()
+    for seq, record, offset in records:
+        blob = encode(record, seq)
+        data.extend(b"\0" * max(0, offset + len(blob) - len(data)))
+        data[offset:offset + len(blob)] = blob
+    data[0:32] = stamp(records[-1][0], records[-1][2])
+    return bytes(data)
+
+
+def test_the_newest_valid_slot_is_the_record() -> None:
+    older, newer = _record(), _record()
+    newer.queue = []
+    image = _image((1, older, SLOT), (2, newer, 2 * SLOT))
+    assert read_image(image).seq == 2 and decode(image).queue == []
+
+
+def test_a_torn_write_leaves_the_previous_record_current() -> None:
+    # Issue 11, case 13: records were rewritten in place, so a writer killed mid-write (or a
+    # full disk) left no valid record at all: the lock read as held by nobody who could be asked.
+    current = _record()
+    whole = _image((1, current, SLOT))
+    stored = read_image(whole)
+    nxt = _record()
+    nxt.holders = []
+    blob = encode(nxt, stored.seq + 1)
+    offset = slot_for(len(blob), stored)
+    assert offset >= stored.offset + stored.length or offset + len(blob) <= stored.offset  # never over it
+    for cut in (1, len(blob) // 2, len(blob) - 1):  # the write stops anywhere
+        torn = bytearray(whole) + b"\0" * max(0, offset + cut - len(whole))
+        torn[offset:offset + cut] = blob[:cut]
+        assert read_image(bytes(torn)).record.holders == current.holders
+
+
+def test_slots_alternate_and_grow_past_a_long_record() -> None:
+    short = Stored(Record(), 3, SLOT, 100, b"")
+    assert slot_for(200, short) == 2 * SLOT  # the first slot is taken: the next one
+    assert slot_for(200, Stored(Record(), 3, 2 * SLOT, 100, b"")) == SLOT  # back to the first
+    long = Stored(Record(), 3, SLOT, 3 * SLOT + 5, b"")
+    assert slot_for(10, long) == 5 * SLOT
+    assert slot_for(SLOT + 1, Stored(Record(), 3, 2 * SLOT, 10, b"")) == 3 * SLOT  # would overlap it
