@@ -10,7 +10,7 @@ import socket
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from typing import cast
+from typing import Final, cast
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -82,6 +82,9 @@ def _refuse_to_replace(path: str) -> None:
 
 
 
+MAX_BOUND_KEYS: Final = 100_000  # routing ids remembered with their machine's key
+
+
 class ZmqServerTransport:
     """ROUTER (requests) + PUB (publications); CURVE servers behind a ZAP check, except inproc."""
 
@@ -92,6 +95,10 @@ class ZmqServerTransport:
         self._log = logger
         self._address = address
         self._peer_timeout = peer_timeout
+        # With per-machine keys: routing id -> the CURVE key (ZAP User-Id) of the first frame
+        # under it. A connection's frames act on its session only under that key.
+        self._key_of: dict[bytes, str] | None = None
+        self.foreign_frames = 0
         self._pub_endpoint = ""
         self._secure = address.scheme != "inproc"
         self._closed = False
@@ -120,13 +127,18 @@ class ZmqServerTransport:
         keys = security.keys
         if self._secure:
             admitted = security.admitted if security.admitted is not None else frozenset({keys.client.public})
+            if security.admitted is not None:
+                self._key_of = {}
             self.guard = AuthGuard(admitted, self._log)
             self._auth = GuardedAuthenticator(self._context, self.guard, self._log.getChild("auth"))
             self._auth.start()
             self._auth.configure_curve_callback("*", credentials_provider=self._auth)
         self._waker = Waker()
         router = self._router = self._socket(zmq.ROUTER, keys)
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # A locker reconnecting takes its routing id back from a connection the server has not
+        # seen die yet. With per-machine keys no other machine may: a listed peer that learned a
+        # routing id would cut its owner off and receive its answers.
+        router.setsockopt(zmq.ROUTER_HANDOVER, 0 if self._key_of is not None else 1)
         survive_silence(router, self._peer_timeout)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer fails the send: send() says False
         # Frames queued towards one peer at most: one that does not read loses the rest (send()
@@ -228,6 +240,9 @@ class ZmqServerTransport:
     def receive(self) -> Iterator[tuple[bytes, list[bytes]]]:
         """Frames waiting on the router: (peer id, the frames after it), a bounded batch."""
         router = self._open_router()
+        if self._key_of is not None:
+            yield from self._receive_keyed(router, self._key_of)
+            return
         recv, events = router.recv_multipart, router.get
         for _ in range(RECV_BATCH):
             try:
@@ -238,6 +253,34 @@ class ZmqServerTransport:
             except zmq.ZMQError as exc:
                 raise ListenError(f"the server's sockets failed: {exc.strerror}") from exc
             yield parts[0], parts[1:]
+
+    def _receive_keyed(self, router: Socket, key_of: dict[bytes, str]) -> Iterator[tuple[bytes, list[bytes]]]:
+        """``receive`` with per-machine keys: frames under a routing id bound to another key are dropped.
+
+        A routing id is a secret of one locker; should it leak, another listed machine still
+        cannot act on that locker's session (say goodbye for it, release its locks).
+        """
+        for _ in range(RECV_BATCH):
+            try:
+                if not cast(int, router.get(zmq.EVENTS)) & zmq.POLLIN:
+                    return
+                parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                key = str(parts[-1].get("User-Id"))
+            except zmq.ZMQError as exc:
+                raise ListenError(f"the server's sockets failed: {exc.strerror}") from exc
+            peer = parts[0].bytes
+            bound = key_of.get(peer)
+            if bound is None:
+                if len(key_of) >= MAX_BOUND_KEYS:
+                    del key_of[next(iter(key_of))]  # bounded: the oldest binding goes first
+                key_of[peer] = key
+            elif bound != key:
+                self.foreign_frames += 1
+                if self.foreign_frames in (1, 10, 100) or self.foreign_frames % 10_000 == 0:
+                    self._log.warning("dropped %d frames sent under another machine's connection (key %s)",
+                                      self.foreign_frames, key)
+                continue
+            yield peer, [part.bytes for part in parts[1:]]
 
     def send(self, peer: bytes, frame: bytes) -> bool:
         """Queue ``frame`` for ``peer``; False when the peer is unknown (gone) or the socket is closed."""

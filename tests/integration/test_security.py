@@ -202,6 +202,49 @@ def test_certificates_admit_listed_machines_only(server_file: str, tmp_path: Any
         server.stop()
 
 
+def test_with_machine_keys_a_connection_is_bound_to_its_machines_key(server_file: str, tmp_path: Any) -> None:
+    # Issue 11, case 3: with per-machine keys, a session is also bound to the CURVE key that
+    # opened it. Even with the victim's routing id (leaked: a log, a core dump), another
+    # listed machine can neither say goodbye for it nor release its locks.
+    authorized, private = tmp_path / "authorized", tmp_path / "private"
+    authorized.mkdir()
+    private.mkdir()
+    secrets = {}
+    for machine in ("victim", "mallory"):
+        public, secrets[machine] = zmq.auth.create_certificates(str(private), machine)
+        shutil.copy(public, authorized / os.path.basename(public))
+    server = ServerLocker(PASSWORD, serverFile=server_file, port=0, authorized_keys=str(authorized))
+    # No reconnect: with per-machine keys the routing id cannot even be taken over, so the
+    # victim is never cut off (nor are its answers sent to the other machine).
+    victim = _client(server.port, key_file=secrets["victim"])
+    try:
+        ok, lock_id = victim.acquire_lock("precious", timeout=5)
+        assert ok
+        mallory_public, mallory_secret = zmq.auth.load_certificate(secrets["mallory"])
+        context = zmq.Context()
+        mallory = context.socket(zmq.DEALER)
+        mallory.setsockopt(zmq.LINGER, 0)
+        mallory.setsockopt(zmq.ROUTING_ID, victim.node._routing_id)
+        mallory.curve_serverkey = derive_keys(PASSWORD).server.public
+        mallory.curve_publickey, mallory.curve_secretkey = mallory_public, mallory_secret
+        mallory.connect(f"tcp://127.0.0.1:{server.port}")
+        try:
+            mallory.send(p.encode(p.Heartbeat(1)))  # answered only once through the handshake
+            assert not mallory.poll(3000), "a frame under another machine's session was answered"
+            mallory.send(p.encode(p.Release(2, lock_id)))
+            mallory.send(p.encode(p.Bye(3)))
+            mallory.poll(1000)
+        finally:
+            mallory.close(0)
+            context.term()
+        got, _ = server.acquire_lock("precious", timeout=2)
+        assert not got, "another machine freed the victim's lock"
+        assert victim.release_lock(lock_id) == (True, 1)
+    finally:
+        victim.stop()
+        server.stop()
+
+
 def test_auth_guard_throttles_an_address_that_keeps_failing() -> None:
     from pylocker.transport.zeromq import AuthGuard
 
