@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 import _workers
-from conftest import wait_for
+from conftest import PASSWORD, wait_for
+from pylocker import ServerLocker
+from tests.faults.proxy import Proxy
 
 pytestmark = pytest.mark.integration
 SPAWN = multiprocessing.get_context("spawn")
@@ -47,3 +49,31 @@ def test_case2_a_client_frozen_past_zeromqs_heartbeat_timeout_still_gets_its_gra
         if waiter.is_alive():
             waiter.kill()
             waiter.join(5)
+
+
+def test_case1_a_partitioned_holder_is_told_its_lock_is_lost_before_another_gets_it(make_locker: Any) -> None:
+    # The holder's network is cut (a proxy holds every byte both ways): it kept the lock in
+    # ownedLocks with no loss reported while the server, its lease lapsed, granted the name
+    # to another locker. Its own lease clock must end its belief first.
+    serving = make_locker(lease=2.0)
+    assert serving.isServer
+    proxy = Proxy(target=int(serving.port))
+    holder = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=10, lease=2.0)
+    lost: list[tuple[float, str, str]] = []
+    holder.on_lock_lost(lambda lock_id, reason: lost.append((time.monotonic(), lock_id, reason)))
+    try:
+        assert holder.connect("127.0.0.1", proxy.port)
+        ok, lock_id = holder.acquire_lock("x", timeout=5)
+        assert ok
+        assert holder.node.holds(lock_id)
+        proxy.cut()
+        got, _ = serving.acquire_lock("x", timeout=15)
+        granted_at = time.monotonic()
+        assert got, "the server never gave the partitioned holder's lock to another"
+        assert not holder.node.holds(lock_id)
+        assert [(lock, reason) for _, lock, reason in lost] == [(lock_id, "lease")]
+        assert lost[0][0] < granted_at, "the holder still believed it held the lock when it was granted again"
+    finally:
+        proxy.heal()
+        holder.stop()
+        proxy.stop()
