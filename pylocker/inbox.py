@@ -88,10 +88,7 @@ class Inbox:
             while True:
                 now = time.monotonic()
                 self.mailbox.expire(now)
-                if message is None:
-                    found = next(iter(self.mailbox.all()), None) if len(self.mailbox) else None
-                else:
-                    found = self.mailbox.find(message)
+                found = self.mailbox.oldest() if message is None else self.mailbox.find(message)
                 if found is not None:
                     if pop:
                         self.mailbox.remove_publication(found)

