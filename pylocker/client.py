@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable, Final, Union, cast
+from typing import Any, Callable, Final, cast
 
 from . import protocol as p
 from .client_core import BadFrame, ClientCore, ClientEvent, LeaseLapsed, LockExpired, Publications, Refused, Reply
@@ -27,15 +27,13 @@ from .errors import (
     RemoteProtocolError,
     error_for,
 )
+from .flow import BATCH_BYTES, BATCH_ITEMS, PUBLISH_WAIT
 from .transport import connect
 from .transport.address import Address
 from .transport.base import ClientTransport, Security
 
-PROBE_INTERVAL: Final = 0.02  # seconds between checks that our subscription is live
-BATCH_ITEMS: Final = 4096  # publications per frame at most
-BATCH_BYTES: Final = 64 * 1024
-MAX_PENDING: Final = 100_000  # queued publications before publish() waits for the I/O thread
-PENDING_WAIT: Final = 30.0
+MAX_PENDING: Final = 100_000  # queued publish calls before publish() waits for the window
+MAX_PENDING_BYTES: Final = 16 * 2**20  # ... or queued bytes of publications
 REPLY_SLACK: Final = 5.0  # how long past its own deadline a call waits for the server
 STOP_TIMEOUT: Final = 5.0
 READY_TIMEOUT: Final = 10.0
@@ -48,24 +46,15 @@ ConnectionLostCallback = Callable[[bool], None]  # lapsed: the lease ran out (ev
 
 
 class _Publication:
-    """Packed publications waiting in the outbox; ``key`` groups those for the same receivers."""
+    """Packed publications waiting to leave; ``key`` groups those for the same receivers, alike lossy."""
 
-    __slots__ = ("items", "key", "receivers")
+    __slots__ = ("items", "key", "lossy", "receivers")
 
-    def __init__(self, key: object, receivers: list[str] | None, items: bytes | list[bytes]) -> None:
+    def __init__(self, key: object, receivers: list[str] | None, items: bytes | list[bytes], lossy: bool) -> None:
         self.key = key
         self.receivers = receivers
         self.items = items
-
-
-class _Subscribe:
-    __slots__ = ("endpoint",)
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-
-
-_Entry = Union[bytes, _Publication, _Subscribe]
+        self.lossy = lossy
 
 
 class _Call:
@@ -104,10 +93,13 @@ class Client:
         self._clock = clock
         self._routing_id = routing_id if routing_id is not None else p.new_routing_id()
         self._core = ClientCore(name=name, unique_name=unique_name, pid=os.getpid(), now=clock(),
-                                request_ids=request_ids, routing_id=self._routing_id)
+                                request_ids=request_ids)
         self._lock = threading.Lock()  # guards the core and the calls
         self._calls: dict[int, _Call] = {}
-        self._outbox: collections.deque[_Entry] = collections.deque()
+        self._outbox: collections.deque[bytes] = collections.deque()  # requests: they never wait
+        # Publications wait here while the server has PUBLISH_WINDOW of ours unacknowledged.
+        self._pubbox: collections.deque[_Publication] = collections.deque()
+        self._pubbox_bytes = 0
         self._drained = threading.Event()
         self._running = False
         self._failure: PylockerError | None = None
@@ -135,25 +127,12 @@ class Client:
             if not isinstance(reply, p.Welcome):
                 raise NotConnected(f"unexpected answer to hello: {type(reply).__name__}")
             self.welcome = reply
-            if self._wants_publications:
-                self._subscribe(reply.pub_endpoint, timeout)
+            if self._wants_publications:  # become a receiver: the answer comes after what precedes it
+                self._call(p.SubscribeCheck, timeout)
         except PylockerError:
             self.close(say_bye=False)
             raise
         return reply
-
-    def _subscribe(self, pub_endpoint: str, timeout: float) -> None:
-        """Open the subscription and wait until the server's probe comes through it."""
-        self._outbox.append(_Subscribe(pub_endpoint))
-        deadline = self._clock() + timeout
-        while True:
-            try:
-                wait = min(PROBE_INTERVAL, max(0.0, deadline - self._clock()))
-                self._call(p.SubscribeCheck, wait)
-                return
-            except NotConnected:
-                if self._failure is not None or self._clock() >= deadline:
-                    raise
 
     def close(self, say_bye: bool = True) -> None:
         """Say goodbye (the server frees our locks) and stop the I/O thread."""
@@ -224,19 +203,28 @@ class Client:
     def reclaim_done(self) -> None:
         self._send_now(p.ReclaimDone(0))
 
-    def publish(self, receivers: list[str] | None, items: bytes | list[bytes]) -> None:
-        """Queue packed publications (one, or a list); the I/O thread batches and sends them."""
+    def publish(self, receivers: list[str] | None, items: bytes | list[bytes], lossy: bool = False) -> None:
+        """Queue packed publications (one, or a list); the I/O thread batches and sends them.
+
+        Waits while MAX_PENDING are queued: the server acknowledges our batches as its
+        receivers take them, so a slow receiver slows us down rather than losing messages.
+        """
         self._check_usable()
-        outbox = self._outbox
-        while len(outbox) > MAX_PENDING:  # back-pressure: a fast publisher waits, nothing is lost
+        pubbox = self._pubbox
+        while len(pubbox) > MAX_PENDING or self._pubbox_bytes > MAX_PENDING_BYTES:
             self._drained.clear()
-            if len(outbox) <= MAX_PENDING:
+            if len(pubbox) <= MAX_PENDING and self._pubbox_bytes <= MAX_PENDING_BYTES:
                 break
             self._wake()
-            if not self._drained.wait(PENDING_WAIT):
-                raise NotConnected("the connection to the serving locker is not draining")
+            if not self._drained.wait(PUBLISH_WAIT):
+                raise NotConnected(f"receivers have taken no publication for {PUBLISH_WAIT:.0f} s "
+                                   "(frozen, and still within their lease)")
+            self._check_usable()
         key = None if receivers is None else receivers[0] if len(receivers) == 1 else tuple(receivers)
-        outbox.append(_Publication(key, receivers, items))
+        size = len(items) if isinstance(items, bytes) else sum(map(len, items))
+        with self._lock:  # the I/O thread takes from the other end
+            self._pubbox_bytes += size
+        pubbox.append(_Publication((key, lossy), receivers, items, lossy))
         self._wake()
 
     @property
@@ -344,19 +332,17 @@ class Client:
                 with self._lock:
                     deadline = core.next_deadline()
                 now = clock()
-                timeout = 0.0 if self._outbox or not self._running else (
+                busy = self._outbox or (self._pubbox and core.can_publish)
+                timeout = 0.0 if busy or not self._running else (
                     None if deadline is None else max(0.0, deadline - now))
-                readable, sub_readable = transport.poll(timeout)
+                readable, _ = transport.poll(timeout)
                 frames = list(transport.receive()) if readable else ()
-                published = list(transport.receive_published()) if sub_readable else ()
                 now = clock()
                 due = self._running and deadline is not None and now >= deadline
-                if frames or published or due:
+                if frames or due:
                     with self._lock:
                         for frame in frames:
                             core.receive(frame, now)
-                        for parts in published:
-                            core.receive_published(parts)
                         if due:  # heartbeats and the lease clock: only when their time has come
                             core.tick(now)
                         sends, events = core.take()
@@ -405,37 +391,41 @@ class Client:
     def _flush(self, transport: ClientTransport) -> None:
         outbox = self._outbox
         while outbox:
-            entry = outbox.popleft()
-            if type(entry) is bytes:
-                transport.send(entry)
-            elif isinstance(entry, _Subscribe):
-                transport.subscribe(entry.endpoint, [p.BROADCAST, self._core.topic])
-            elif isinstance(entry, _Publication):
-                self._send_publications(transport, entry)
-        self._drained.set()
+            transport.send(outbox.popleft())
+        if self._pubbox and self._core.can_publish:
+            self._send_publications(transport)
+        if len(self._pubbox) <= MAX_PENDING and self._pubbox_bytes <= MAX_PENDING_BYTES:
+            self._drained.set()
 
-    def _send_publications(self, transport: ClientTransport, first: _Publication) -> None:
-        # Consecutive publications to the same receivers travel together, in frames of
-        # at most BATCH_ITEMS items or about BATCH_BYTES bytes.
-        outbox = self._outbox
-        batch: list[bytes] = []
-        size = 0
-        entry = first
-        while True:
-            queued = entry.items
-            for item in (queued,) if type(queued) is bytes else cast("list[bytes]", queued):
-                batch.append(item)
-                size += len(item)
-                if len(batch) >= BATCH_ITEMS or size >= BATCH_BYTES:
-                    transport.send(p.encode(p.Publish(0, first.receivers, len(batch), p.join_items(batch))))
-                    batch, size = [], 0
-            following = outbox[0] if outbox else None
-            if not isinstance(following, _Publication) or following.key != first.key:
-                break
-            outbox.popleft()
-            entry = following
-        if batch:
-            transport.send(p.encode(p.Publish(0, first.receivers, len(batch), p.join_items(batch))))
+    def _send_publications(self, transport: ClientTransport) -> None:
+        # Consecutive publications to the same receivers travel together, in batches of at
+        # most BATCH_ITEMS items or about BATCH_BYTES bytes, while the window allows.
+        pubbox, core, lock = self._pubbox, self._core, self._lock
+        while pubbox and core.can_publish:
+            first = pubbox[0]
+            batch: list[bytes] = []
+            size = 0
+            while pubbox and pubbox[0].key == first.key and len(batch) < BATCH_ITEMS and size < BATCH_BYTES:
+                entry = pubbox[0]
+                queued = entry.items
+                if type(queued) is bytes:
+                    batch.append(queued)
+                    size += len(queued)
+                    pubbox.popleft()
+                    continue
+                many = cast("list[bytes]", queued)
+                room = BATCH_ITEMS - len(batch)
+                taken, rest = many[:room], many[room:]
+                batch.extend(taken)
+                size += sum(map(len, taken))
+                if rest:
+                    entry.items = rest
+                    break
+                pubbox.popleft()
+            with lock:
+                frame = core.publish(first.receivers, len(batch), p.join_items(batch), first.lossy)
+                self._pubbox_bytes -= size
+            transport.send(frame)
 
     def _disconnected(self) -> None:
         if self.welcome is not None and self._failure is None and self._running:

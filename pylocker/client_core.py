@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``ClientCore`` is one connection to a serving locker, minus sockets, threads and
 clocks. The driver (``client.py``) asks it for requests (``request``), feeds it
-what arrives (``receive``, ``receive_published``) and the passing of time
+what arrives (``receive``) and the passing of time
 (``tick``), and collects with ``take()`` the frames to send and the events for
 the locker: replies to requests, locks taken away, publications, and a lapsed
 lease.
@@ -27,6 +27,10 @@ believing in its locks before the server can re-grant them, provided its clock
 does not run more than ``LEASE_DRIFT`` slower than the server's. Heartbeats go
 out on the same clock (every ``lease / HEARTBEATS_PER_LEASE`` without an
 answered request), so a client busy publishing still renews its lease.
+
+Publications flow by credit (``flow.py``): the core credits what it received back to
+the server, ``CREDIT_EVERY`` batches at a time, and counts its own batches the server
+has not acknowledged yet (``can_publish``: fewer than ``PUBLISH_WINDOW``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any, Callable, Final, NamedTuple, Union
 
 from . import protocol as p
 from .errors import NOT_WELCOMED, RemoteProtocolError
-from .protocol import BROADCAST, topic_for
+from .flow import CREDIT_EVERY, PUBLISH_WINDOW
 
 HEARTBEAT_MAX: Final = 1.0  # seconds between heartbeats at most
 HEARTBEAT_MIN: Final = 0.02
@@ -105,7 +109,7 @@ class ClientCore:
     """One connection's calls, replies, heartbeats and lease clock."""
 
     def __init__(self, *, name: str, unique_name: str, pid: int, now: float,
-                 request_ids: Iterator[int] | None = None, routing_id: bytes | None = None) -> None:
+                 request_ids: Iterator[int] | None = None) -> None:
         """``request_ids``: shared by every connection of one locker, so that an id never
         repeats under its identity and a late answer meant for an earlier connection can
         never be taken for the answer to a new request."""
@@ -114,14 +118,15 @@ class ClientCore:
         self.pid = pid
         self.welcome: p.Welcome | None = None
         self.lapsed = False
-        self.topic = topic_for(routing_id if routing_id is not None else unique_name.encode())
+        self.unacked_publications = 0  # our Publish frames the server has not acknowledged
+        self._uncredited = 0  # batches received and not credited back yet
         self.dropped_publications = 0
         self.malformed_publications = 0
         self._ids = request_ids if request_ids is not None else itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._acked_send = now  # when the latest answered request left
         self._last_heartbeat = now
-        self._seen: dict[bytes, int] = {}
+        self._next_before = 0  # what the server has sent us so far (Deliver.before): gaps are misses
         # Every lock held through this connection -> when our maxLockTime clock gives it up
         # (infinity without one). A lock leaves it when released, expired or taken away.
         self._held: dict[str, float] = {}
@@ -179,8 +184,15 @@ class ClientCore:
             self._events.append(BadFrame(str(exc)))
             return
         if type(message) is p.Deliver:
-            self._publications(b"", message.sender, message.sender_name, message.before, message.item_count,
+            self._publications(message.sender, message.sender_name, message.before, message.item_count,
                                message.items)
+            self._uncredited += 1
+            if self._uncredited >= CREDIT_EVERY:
+                self._sends.append(p.encode(p.Credit(0, self._uncredited)))
+                self._uncredited = 0
+            return
+        if type(message) is p.PubAck:
+            self.unacked_publications = max(0, self.unacked_publications - message.batches)
             return
         if isinstance(message, p.Expire):
             # maxLockTime: unless our own clock has told already (or we let go first).
@@ -216,29 +228,11 @@ class ClientCore:
                              pending.sent_at + max_lock_time * (1 - LEASE_DRIFT) if max_lock_time else None)
         self._events.append(Reply(request_id, message))
 
-    def receive_published(self, frames: list[bytes]) -> None:
-        """One multi-part message from the subscription: (topic, header[, items])."""
-        if len(frames) < 2 or frames[0] not in (BROADCAST, self.topic):
-            return
-        try:
-            header = p.decode(frames[1])
-        except RemoteProtocolError as exc:
-            self._events.append(BadFrame(f"publication header: {exc}"))
-            return
-        if isinstance(header, p.Probe):
-            self._answer(header, -math.inf)  # a probe grants nothing: no time needed
-            return
-        if not isinstance(header, p.Published) or len(frames) != 3:
-            return
-        self._publications(frames[0], header.sender, header.sender_name, header.before, header.item_count, frames[2])
-
-    def _publications(self, stream: bytes, sender: str, sender_name: str, before: int, count: int,
-                      packed: bytes) -> None:
-        """A batch from one stream (the broadcast topic, or b"" for our own channel); counts gaps."""
-        expected = self._seen.get(stream)
-        if expected is not None and before > expected:
-            self.dropped_publications += before - expected
-        self._seen[stream] = before + count
+    def _publications(self, sender: str, sender_name: str, before: int, count: int, packed: bytes) -> None:
+        """A batch the server passed on to us; counts what it could not (lossy batches)."""
+        if before > self._next_before:
+            self.dropped_publications += before - self._next_before
+        self._next_before = before + count
         if sender == self.unique_name:
             return  # our own broadcast: delivered to ourselves when published, if asked
         try:
@@ -267,6 +261,16 @@ class ClientCore:
             self._sends.append(p.encode(p.Release(0, message.lock_id)))
             return p.Error(message.request_id, NOT_WELCOMED, "granted after our lease ran out")
         return p.Reclaimed(message.request_id, False)
+
+    @property
+    def can_publish(self) -> bool:
+        """Whether another batch may leave now (fewer than PUBLISH_WINDOW unacknowledged)."""
+        return self.unacked_publications < PUBLISH_WINDOW
+
+    def publish(self, receivers: list[str] | None, count: int, items: bytes, lossy: bool = False) -> bytes:
+        """The frame of one batch of our publications; counted until the server acknowledges it."""
+        self.unacked_publications += 1
+        return p.encode(p.Publish(0, receivers, count, items, lossy))
 
     # -------------------------------------------------------------------- time
     @property

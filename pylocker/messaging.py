@@ -31,6 +31,9 @@ class MessagingMixin:
 
     _unique_name: str
     _name: str
+    # Lossy publications: a receiver that lags misses them (counted) instead of slowing the
+    # publisher; for telemetry that prefers freshness. Per call: ``publish_message(lossy=)``.
+    lossy_messages: bool = False
 
     @property
     def node(self) -> LockerNode:
@@ -54,7 +57,7 @@ class MessagingMixin:
         return (link.dropped_publications if link is not None else 0) + node.inbox.dropped
     def publish_message(self, message: str, receivers: Iterable[str] | None = None,
                         timeout: float | None = None, toSelf: bool = True, unique: bool = False,
-                        replace: bool = True, *, payload: Any = None) -> tuple[bool, Any]:
+                        replace: bool = True, *, payload: Any = None, lossy: bool | None = None) -> tuple[bool, Any]:
         """Publish a message to connected lockers: (True, publicationId) or (False, 1|2|message).
 
         receivers: unique names (None: every connected locker); unknown names are
@@ -62,6 +65,8 @@ class MessagingMixin:
         toSelf: also deliver to this locker. unique: a receiver keeps one message of
         this text; replace: a newer unique one replaces the older (else is dropped).
         payload: any msgpack-able value carried with the message.
+        lossy: None for the locker's ``lossy_messages``; True: receivers that lag miss it.
+        Nothing is lost otherwise: the call waits while receivers lag (within their lease).
         1: connection to the serving locker lost; 2: neither a client nor a server.
         """
         # This is the message hot path: cheap exact-type checks first, explanations after.
@@ -74,7 +79,7 @@ class MessagingMixin:
         item = protocol.encode_item(message, packed, timeout, flags, publication_id, sent_at, packer)
         if len(item) > MAX_ITEM:
             raise ValueError(f"publication is {len(item)} bytes; at most {MAX_ITEM}")
-        failure = self._send_publications(targets, item)
+        failure = self._send_publications(targets, item, lossy)
         if failure is not None:
             return False, failure
         if toSelf:
@@ -84,7 +89,8 @@ class MessagingMixin:
 
     def publish_messages(self, messages: Iterable[str], receivers: Iterable[str] | None = None,
                          timeout: float | None = None, toSelf: bool = True, unique: bool = False,
-                         replace: bool = True, *, payloads: Iterable[Any] | None = None) -> tuple[bool, Any]:
+                         replace: bool = True, *, payloads: Iterable[Any] | None = None,
+                         lossy: bool | None = None) -> tuple[bool, Any]:
         """Publish many messages at once: (True, [publicationId, ...]) or (False, 1|2|message).
 
         Same options as ``publish_message``, applied to every message; ``payloads``,
@@ -110,7 +116,7 @@ class MessagingMixin:
         if any(len(item) > MAX_ITEM for item in items):
             raise ValueError(f"a publication is over {MAX_ITEM} bytes")
         if items:
-            failure = self._send_publications(targets, items)
+            failure = self._send_publications(targets, items, lossy)
             if failure is not None:
                 return False, failure
         if toSelf and raw:
@@ -134,10 +140,12 @@ class MessagingMixin:
             packer = self._packers.packer = protocol.new_packer()
         return packer
 
-    def _send_publications(self, targets: list[str] | None, items: bytes | list[bytes]) -> int | str | None:
+    def _send_publications(self, targets: list[str] | None, items: bytes | list[bytes],
+                           lossy: bool | None) -> int | str | None:
         """Hand packed publications to the lock service; a seed code on failure."""
         try:
-            self.node.publish(targets, items if isinstance(items, list) else [items])
+            self.node.publish(targets, items if isinstance(items, list) else [items],
+                              self.lossy_messages if lossy is None else lossy)
         except PylockerError as exc:
             return code_for(exc, PUBLISH_CODES)
         return None

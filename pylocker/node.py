@@ -279,11 +279,11 @@ class LockerNode:
             return code
         raise NotConnected("the serving locker could not be reached")
 
-    def publish(self, receivers: list[str] | None, items: list[bytes]) -> None:
+    def publish(self, receivers: list[str] | None, items: list[bytes], lossy: bool = False) -> None:
         link = self._link
         if link is None:
             raise NotStarted()
-        link.publish(receivers, items)
+        link.publish(receivers, items, lossy)
 
     def on_lock_lost(self, callback: LostCallback) -> None:
         self._lost_callbacks.append(callback)

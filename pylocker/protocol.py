@@ -10,7 +10,6 @@ is used before it has been checked.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 from typing import Any, Callable, Final, NamedTuple, Union
@@ -19,7 +18,7 @@ import msgpack
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
-VERSION: Final = 3  # 3: routing ids are secrets, topics their digests
+VERSION: Final = 3  # 3: secret routing ids; publications flow by credit on the request channel
 MAX_FRAME: Final = 4 * 1024 * 1024
 MAX_NAMES: Final = 1024
 MAX_NAME_LEN: Final = 4096
@@ -29,18 +28,6 @@ MAX_TIMEOUT: Final = 10.0**9
 MAX_RECEIVERS: Final = 1024
 MAX_BATCH: Final = 65536
 MAX_MESSAGE: Final = 65536
-
-# Topics of the publish channel: a subscription matches by prefix, so every topic ends in NUL.
-BROADCAST: Final = b"*\0"
-
-
-def topic_for(peer: bytes) -> bytes:
-    """The publish topic of one locker, from its routing id.
-
-    A digest, not the id itself: anybody with the password may subscribe to every
-    topic, and the routing id is the secret that makes a connection's locks its own.
-    """
-    return b"U" + hashlib.blake2b(peer, digest_size=16, person=b"pylocker-topic").digest() + b"\0"
 
 
 def new_routing_id() -> bytes:
@@ -133,12 +120,24 @@ class Pong(NamedTuple):
 
 
 class Publish(NamedTuple):
-    """A batch of ``item_count`` publications (packed items in ``items``) for ``receivers`` (None: all)."""
+    """A batch of ``item_count`` publications (packed items in ``items``) for ``receivers`` (None: all).
+
+    The server acknowledges it with ``PubAck`` once it has left for every receiver;
+    ``lossy``: a receiver without credit misses it rather than slowing the publisher.
+    """
 
     request_id: int
     receivers: list[str] | None
     item_count: int  # not "count": that would shadow tuple.count
     items: bytes
+    lossy: bool = False
+
+
+class Credit(NamedTuple):
+    """The receiver stored ``batches`` more batches: the server may send that many more."""
+
+    request_id: int
+    batches: int
 
 
 class Reclaim(NamedTuple):
@@ -162,32 +161,28 @@ class Reclaimed(NamedTuple):
 
 
 class SubscribeCheck(NamedTuple):
-    """Ask the server to publish a ``Probe`` on our topic: proves our subscription is live."""
+    """Ask the server for publications (this locker is a receiver); answered with a ``Probe``."""
 
     request_id: int
 
 
 # ------------------------------------------- on the PUB socket (topic, header[, items])
-class Published(NamedTuple):
-    """Header of a forwarded batch; ``before`` counts what this topic carried earlier."""
-
-    request_id: int
-    sender: str
-    sender_name: str
-    before: int
-    item_count: int
-
-
 class Probe(NamedTuple):
     request_id: int
 
 
-class Deliver(NamedTuple):
-    """A batch addressed to this locker by name, pushed on its own request channel.
+class PubAck(NamedTuple):
+    """``batches`` more of this locker's ``Publish`` frames have left for all their receivers."""
 
-    Directed publications never travel on the publish socket, where any locker that
-    knows the password could subscribe to them; ``before`` counts what this locker
-    was sent earlier, as ``Published`` does per topic.
+    request_id: int
+    batches: int
+
+
+class Deliver(NamedTuple):
+    """A batch of publications for this locker, on its own connection, as its credit allows.
+
+    ``before`` counts what this locker was sent earlier: a gap is what it missed
+    (lossy batches only). It credits what it stored back with ``Credit``.
     """
 
     request_id: int
@@ -200,7 +195,7 @@ class Deliver(NamedTuple):
 
 Message = Union[Hello, Acquire, Release, Cancel, Heartbeat, Bye,
                 Welcome, Grant, Timeout, Released, Expire, Error, Pong, Publish, SubscribeCheck,
-                Published, Probe, Reclaim, ReclaimDone, Reclaimed, Deliver]
+                Probe, Reclaim, ReclaimDone, Reclaimed, Deliver, Credit, PubAck]
 
 
 # --------------------------------------------------------------- validators
@@ -266,19 +261,20 @@ _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]
     68: (Expire, (_uint, _text(MAX_TEXT), _text(MAX_TEXT))),
     69: (Error, (_uint, _code, _text(MAX_TEXT))),
     70: (Pong, (_uint,)),
-    7: (Publish, (_uint, _receivers, _count, _blob)),
+    7: (Publish, (_uint, _receivers, _count, _blob, _bool)),
+    11: (Credit, (_uint, _count)),
     8: (SubscribeCheck, (_uint,)),
     9: (Reclaim, (_uint, _text(MAX_TEXT), _names, _uint)),
     10: (ReclaimDone, (_uint,)),
     71: (Reclaimed, (_uint, _bool)),
-    96: (Published, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _uint, _count)),
     97: (Probe, (_uint,)),
     72: (Deliver, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _uint, _count, _blob)),
+    73: (PubAck, (_uint, _count)),
 }
 _TYPE_CODES: Final = {cls: code for code, (cls, _) in _SCHEMAS.items()}
 
 REQUESTS: Final = (Hello, Acquire, Release, Cancel, Heartbeat, Bye, Publish, SubscribeCheck, Reclaim,
-                   ReclaimDone)
+                   ReclaimDone, Credit)
 
 def encode(message: Message) -> bytes:
     """Serialise one message; raises LocalProtocolError for a type not on the wire."""

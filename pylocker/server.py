@@ -16,7 +16,8 @@ import threading
 import time
 from typing import Callable, Final
 
-from .errors import LockTimeout, NotStarted, PylockerError
+from .errors import LockTimeout, NotConnected, NotStarted, PylockerError
+from .flow import BATCH_ITEMS, PUBLISH_WAIT, PUBLISH_WINDOW
 from .protocol import join_items
 from .server_core import (
     BadFrame,
@@ -25,6 +26,7 @@ from .server_core import (
     LocalGranted,
     LocalLost,
     LocalPublications,
+    LocalPublishAcked,
     LocalTimedOut,
     LockExpired,
     ServerCore,
@@ -89,9 +91,12 @@ class Server:
                                 lease=lease, epoch=epoch, first_token=first_token, recover_from=recover_from,
                                 grace=grace, id_prefix=secrets.token_hex(4) + "-")
         self._mutex = threading.Lock()
+        # The serving locker's own publications not yet passed on to all their receivers:
+        # at most PUBLISH_WINDOW, like a client's, so that a slow receiver slows it too.
+        self._unacked_publications = 0
+        self._acked = threading.Condition(self._mutex)
         self._waiters: dict[str, _Waiter] = {}
         self._outbox: collections.deque[tuple[bytes, bytes]] = collections.deque()
-        self._broadcasts: collections.deque[tuple[bytes, ...]] = collections.deque()
         self._planned_wake = 0.0
         self._running = False
         self._started = threading.Event()
@@ -212,14 +217,26 @@ class Server:
             events = self._collect()
         self._after(events)
 
-    def publish(self, receivers: list[str] | None, items: list[bytes]) -> None:
-        """Fan the serving locker's own publications out to the others."""
+    def publish(self, receivers: list[str] | None, items: list[bytes], lossy: bool = False) -> None:
+        """Fan the serving locker's own publications out to the others (waits while receivers lag)."""
         if not self._running:
             raise NotStarted()
-        with self._mutex:
-            self._core.publish(receivers, len(items), join_items(items))
-            events = self._collect()
-        self._after(events)
+        for start in range(0, len(items), BATCH_ITEMS):
+            batch = items[start:start + BATCH_ITEMS]
+            deadline = time.monotonic() + PUBLISH_WAIT
+            with self._mutex:
+                while self._unacked_publications >= PUBLISH_WINDOW and not lossy:
+                    remaining = deadline - time.monotonic()
+                    if not self._running:
+                        raise NotStarted()
+                    if remaining <= 0:
+                        raise NotConnected("receivers have taken no publication for "
+                                           f"{PUBLISH_WAIT:.0f} s (frozen, and still within their lease)")
+                    self._acked.wait(remaining)
+                self._unacked_publications += 1
+                self._core.publish(receivers, len(batch), join_items(batch), lossy)
+                events = self._collect()
+            self._after(events)
 
     @property
     def dropped_publications(self) -> int:
@@ -293,15 +310,16 @@ class Server:
         Returns the events that call back into the locker, to run once the mutex is released.
         """
         out = self._core.take()
-        if not (out.sends or out.broadcasts or out.events):
+        if not (out.sends or out.events):
             return _NO_EVENTS
         if out.sends:
             self._outbox.extend(out.sends)
-        if out.broadcasts:
-            self._broadcasts.extend(out.broadcasts)
         later: list[ServerEvent] = []
         for event in out.events:
-            if isinstance(event, (LocalGranted, LocalTimedOut)):
+            if isinstance(event, LocalPublishAcked):
+                self._unacked_publications -= event.batches
+                self._acked.notify_all()
+            elif isinstance(event, (LocalGranted, LocalTimedOut)):
                 waiter = self._waiters.pop(event.lock_id, None)
                 if waiter is not None:
                     if isinstance(event, LocalGranted):
@@ -309,7 +327,7 @@ class Server:
                     waiter.event.set()
             else:
                 later.append(event)
-        if (out.sends or out.broadcasts) and threading.current_thread() is not self._thread:
+        if out.sends and threading.current_thread() is not self._thread:
             self._wake()
         return later
 
@@ -420,6 +438,4 @@ class Server:
                 events = self._collect()
             if events:
                 self._after(events)
-        broadcasts = self._broadcasts
-        while broadcasts:
-            transport.publish(broadcasts.popleft())
+

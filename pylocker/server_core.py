@@ -8,8 +8,7 @@ now)``), calls for the serving locker's own threads (``local_acquire`` and its
 siblings) and the passing of time (``tick(now)``); after each call it collects
 the output with ``take()``:
 
-* ``sends``: (peer, frame) pairs for the request channel, in order;
-* ``broadcasts``: multi-part messages for the publish channel (topic first);
+* ``sends``: (peer, frame) pairs, in order (everything travels on the request channel);
 * ``events``: what the serving locker itself must hear about (its own grants,
   time-outs and lost locks, publications addressed to it, a changed client list).
 
@@ -24,10 +23,9 @@ Rules kept here (the lock rules themselves live in ``table.py``):
 * **Recovery after a failover.** A core started with ``recover_from`` (the
   previous server's clients) grants nothing new until each of them has said it
   re-claimed what it held, or until ``grace`` has passed.
-* **Routing.** A publication for named receivers goes to each receiver's own
-  topic; one for everybody goes to the broadcast topic. Unknown receivers are
-  ignored. Each topic numbers what it carried, so a receiver can count what it
-  missed.
+* **Routing.** A publication goes to the receivers it names (unknown ones are
+  ignored), or to every receiver but its sender, as each one's credit allows
+  (``flow.py``): a slow receiver slows its publishers instead of losing messages.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ from typing import Any, Callable, Final, NamedTuple, Union
 
 from . import protocol as p
 from .errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED, RemoteProtocolError
-from .protocol import BROADCAST, topic_for
+from .flow import Flow
 from .table import Dropped, Effect, Expired, Granted, LockTable, TimedOut
 
 LOCAL: Final = b""  # the owner id of the serving locker's own requests
@@ -80,6 +78,12 @@ class LocalPublications(NamedTuple):
     items: bytes
 
 
+class LocalPublishAcked(NamedTuple):
+    """``batches`` more of the serving locker's own publications left for all their receivers."""
+
+    batches: int
+
+
 class ClientsChanged(NamedTuple):
     """Who a successor must wait for changed (``successor_must_wait_for``), for the server file."""
 
@@ -102,18 +106,16 @@ class LockExpired(NamedTuple):
     reason: str
 
 
-ServerEvent = Union[LocalGranted, LocalTimedOut, LocalLost, LocalPublications, ClientsChanged, BadFrame,
-                    LockExpired]
-Broadcast = tuple[bytes, ...]
+ServerEvent = Union[LocalGranted, LocalTimedOut, LocalLost, LocalPublications, LocalPublishAcked, ClientsChanged,
+                    BadFrame, LockExpired]
 
 
 class Output(NamedTuple):
     sends: list[tuple[bytes, bytes]]
-    broadcasts: list[Broadcast]
     events: list[ServerEvent]
 
 
-_NOTHING: Final = Output([], [], [])
+_NOTHING: Final = Output([], [])
 
 
 class ServerCore:
@@ -136,14 +138,13 @@ class ServerCore:
         # lists them); connections are known by their routing id, a secret of each locker.
         self._names: dict[str, bytes] = {}
         self._queued: dict[tuple[bytes, int], str] = {}  # (peer, request id) -> waiting lock id
-        self._topic_counts: dict[bytes, int] = {}
+        self.flow = Flow()  # publications on their way to the receivers, as their credit allows
         self._bad_frames: dict[bytes, int] = {}
         self._ids = itertools.count(1)
         self._foreign_ids = False  # a re-claim was granted: ids of a previous server are in the table
         self._id_prefix = id_prefix
         self._clients_dirty = recover_from is not None  # the server file must name whom we wait for
         self._sends: list[tuple[bytes, bytes]] = []
-        self._broadcasts: list[Broadcast] = []
         self._events: list[ServerEvent] = []
         # Each handler takes the decoded message of its own type (Any here: the table is keyed on that type).
         # What any peer may send: a hello, a goodbye, a withdrawal.
@@ -160,6 +161,7 @@ class ServerCore:
             p.Heartbeat: self._on_heartbeat,
             p.Publish: self._on_publish,
             p.SubscribeCheck: self._on_subscribe_check,
+            p.Credit: self._on_credit,
             p.Reclaim: self._on_reclaim,
             p.ReclaimDone: self._on_reclaim_done,
         }
@@ -171,18 +173,20 @@ class ServerCore:
         The lists returned are the caller's to read, not to change (nothing produced:
         one shared empty Output, so that the lock hot path allocates nothing here).
         """
-        if not (self._sends or self._broadcasts or self._events or self._clients_dirty):
+        if self.flow.has_output:
+            self._take_flow()
+        if not (self._sends or self._events or self._clients_dirty):
             return _NOTHING
         if self._clients_dirty:
             self._clients_dirty = False
             self._events.append(ClientsChanged(self.successor_must_wait_for()))
-        out = Output(self._sends, self._broadcasts, self._events)
-        self._sends, self._broadcasts, self._events = [], [], []
+        out = Output(self._sends, self._events)
+        self._sends, self._events = [], []
         return out
 
     @property
     def has_output(self) -> bool:
-        return bool(self._sends or self._broadcasts or self._events or self._clients_dirty)
+        return bool(self._sends or self._events or self._clients_dirty or self.flow.has_output)
 
     # ----------------------------------------------------------- remote input
     def receive(self, peer: bytes, frames: list[bytes], now: float) -> None:
@@ -269,10 +273,15 @@ class ServerCore:
         self.forget(peer, now)
 
     def _on_publish(self, peer: bytes, info: ClientInfo, publish: p.Publish, now: float) -> None:
-        self._route(info.unique_name, info.name, publish.receivers, publish.item_count, publish.items)
+        self._route(peer, info.unique_name, info.name, publish.receivers, publish.item_count, publish.items,
+                    publish.lossy)
 
     def _on_subscribe_check(self, peer: bytes, info: ClientInfo, message: p.Message, now: float) -> None:
-        self._broadcasts.append((topic_for(peer), p.encode(p.Probe(message.request_id))))
+        self.flow.add_receiver(peer)  # from now on, publications come to this locker
+        self._sends.append((peer, p.encode(p.Probe(message.request_id))))
+
+    def _on_credit(self, peer: bytes, info: ClientInfo, credit: p.Credit, now: float) -> None:
+        self.flow.credit(peer, credit.batches)
 
     def _on_reclaim(self, peer: bytes, info: ClientInfo, reclaim: p.Reclaim, now: float) -> None:
         held = self.table.get(reclaim.lock_id)
@@ -355,9 +364,9 @@ class ServerCore:
         if not self._expected and self.table.recover_until is not None:
             self._apply(self.table.end_recovery(now))
 
-    def publish(self, receivers: list[str] | None, count: int, items: bytes) -> None:
-        """Fan a batch of the serving locker's own publications out to the others."""
-        self._route(self.unique_name, self.name, receivers, count, items)
+    def publish(self, receivers: list[str] | None, count: int, items: bytes, lossy: bool = False) -> None:
+        """Fan a batch of the serving locker's own publications out; acknowledged by ``LocalPublishAcked``."""
+        self._route(LOCAL, self.unique_name, self.name, receivers, count, items, lossy)
 
     # -------------------------------------------------------------------- time
     def tick(self, now: float) -> None:
@@ -416,7 +425,7 @@ class ServerCore:
     def _unbind(self, peer: bytes) -> bool:
         """Forget who ``peer`` is (not what it holds); False if it never said hello."""
         info = self._clients.pop(peer, None)
-        self._topic_counts.pop(peer, None)
+        self.flow.remove_receiver(peer)
         if info is None:
             return False
         if self._names.get(info.unique_name) == peer:
@@ -434,29 +443,30 @@ class ServerCore:
         if count <= BAD_FRAMES_LOGGED or count % 1000 == 0:
             self._events.append(BadFrame(peer, reason[:MAX_DETAIL], count))
 
-    def _route(self, sender: str, sender_name: str, receivers: list[str] | None, count: int,
-               items: bytes) -> None:
-        counts = self._topic_counts
+    def _route(self, publisher: bytes, sender: str, sender_name: str, receivers: list[str] | None, count: int,
+               items: bytes, lossy: bool = False) -> None:
+        """Pass a batch on: to every receiver but its publisher, or to the named ones we know."""
         if receivers is None:
-            local = sender != self.unique_name
-            before = counts.get(BROADCAST, 0)
-            counts[BROADCAST] = before + count
-            self._broadcasts.append((BROADCAST, p.encode(p.Published(0, sender, sender_name, before, count)), items))
+            targets = [peer for peer in self.flow.receivers() if peer != publisher]
+            local = publisher != LOCAL
         else:
-            local = sender != self.unique_name and self.unique_name in receivers  # toSelf is the sender's choice
-            # Named receivers get the batch on their own request channel, never on the publish
-            # socket, where anybody with the password could subscribe to their topic. An ordered
-            # set, so that routing does not depend on the interpreter's hash seed.
             speakers = self._names
-            for receiver in dict.fromkeys(receivers):
-                peer = speakers.get(receiver)
-                if peer is None or receiver == sender:
-                    continue  # unknown receivers are nobody's business
-                before = counts.get(peer, 0)  # directed batches are counted per connection
-                counts[peer] = before + count
-                self._sends.append((peer, p.encode(p.Deliver(0, sender, sender_name, before, count, items))))
+            # An ordered set, so that routing does not depend on the interpreter's hash seed.
+            targets = [peer for peer in (speakers.get(r) for r in dict.fromkeys(receivers) if r != sender)
+                       if peer is not None]
+            local = publisher != LOCAL and self.unique_name in receivers  # toSelf is the sender's choice
+        self.flow.publish(publisher, sender, sender_name, count, items, targets, lossy)
         if local:
             self._events.append(LocalPublications(sender, sender_name, count, items))
+
+    def _take_flow(self) -> None:
+        flow = self.flow
+        self._sends.extend(flow.take_sends())
+        for publisher, batches in flow.take_acks().items():
+            if publisher == LOCAL:
+                self._events.append(LocalPublishAcked(batches))
+            elif publisher in self._clients:
+                self._sends.append((publisher, p.encode(p.PubAck(0, batches))))
 
     def _apply(self, effects: list[Effect]) -> None:
         """Turn table effects into frames for clients and events for the serving locker."""

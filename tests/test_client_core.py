@@ -27,7 +27,7 @@ from pylocker.client_core import (
     Reply,
 )
 from pylocker.errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED
-from pylocker.protocol import BROADCAST, topic_for
+from pylocker.flow import CREDIT_EVERY, PUBLISH_WINDOW
 
 LEASE = 2.0
 ME = "me-unique"
@@ -243,8 +243,6 @@ def test_a_malformed_frame_is_a_bad_frame_event(frame: bytes) -> None:
 def test_arbitrary_frames_never_raise(frame: bytes) -> None:
     core = welcomed()
     core.receive(frame, 0.1)
-    core.receive_published([BROADCAST, frame, frame])
-    core.receive_published([core.topic, frame])
     core.take()
 
 
@@ -520,88 +518,66 @@ def _items(*messages: str) -> bytes:
     return p.join_items([p.encode_item(m, {"n": m}, None, 0, f"id-{m}", 5.0) for m in messages])
 
 
-def _publication(topic: bytes, sender: str, before: int, *messages: str) -> list[bytes]:
-    header = p.Published(0, sender, f"{sender}-name", before, len(messages))
-    return [topic, p.encode(header), _items(*messages)]
+def _deliver(sender: str, before: int, *messages: str) -> bytes:
+    return p.encode(p.Deliver(0, sender, f"{sender}-name", before, len(messages), _items(*messages)))
 
 
 def test_publications_are_delivered_with_their_sender() -> None:
     core = welcomed()
-    core.receive_published(_publication(BROADCAST, "other", 0, "a", "b"))
+    core.receive(_deliver("other", 0, "a", "b"), 0.1)
     assert events(core) == [Publications("other", "other-name", [["a", {"n": "a"}, None, 0, "id-a", 5.0],
                                                                  ["b", {"n": "b"}, None, 0, "id-b", 5.0]])]
-    core.receive_published(_publication(core.topic, "other", 0, "c"))
+    core.receive(_deliver("other", 2, "c"), 0.1)
     [delivered] = events(core)
     assert isinstance(delivered, Publications)
     assert [item[0] for item in delivered.items] == ["c"]
     assert core.dropped_publications == 0
 
 
-def test_a_gap_in_before_counts_dropped_publications_per_topic() -> None:
+def test_a_gap_in_before_counts_what_lossy_batches_missed() -> None:
     core = welcomed()
-    # A subscriber joining late starts counting from what it first sees.
-    core.receive_published(_publication(BROADCAST, "other", 10, "a", "b"))
-    core.receive_published(_publication(BROADCAST, "other", 12, "c"))
+    core.receive(_deliver("other", 0, "a", "b"), 0.1)
+    core.receive(_deliver("other", 2, "c"), 0.1)
     assert core.dropped_publications == 0
-    core.receive_published(_publication(BROADCAST, "other", 16, "d"))  # 13, 14, 15 went missing
+    core.receive(_deliver("other", 6, "d"), 0.1)  # 3, 4, 5 went missing
     assert core.dropped_publications == 3
-    # Our own topic counts on its own.
-    core.receive_published(_publication(core.topic, "other", 0, "e"))
-    core.receive_published(_publication(core.topic, "other", 1, "f"))
-    assert core.dropped_publications == 3
-    core.receive_published(_publication(core.topic, "other", 5, "g"))  # 2, 3, 4 went missing
-    assert core.dropped_publications == 6
-    core.receive_published(_publication(BROADCAST, "other", 17, "h"))
-    assert core.dropped_publications == 6
-    assert len(events(core)) == 7  # every publication that arrived was delivered
+    assert len(events(core)) == 3  # every publication that arrived was delivered
 
 
-def test_own_broadcasts_are_ignored_but_counted() -> None:
+def test_received_batches_are_credited_back_a_quarter_window_at_a_time() -> None:
     core = welcomed()
-    core.receive_published(_publication(BROADCAST, "other", 0, "a"))
-    core.receive_published(_publication(BROADCAST, ME, 1, "mine", "mine2"))
-    core.receive_published(_publication(BROADCAST, "other", 3, "b"))
-    delivered = events(core)
-    assert [(e.sender, [i[0] for i in e.items]) for e in delivered] == [("other", ["a"]), ("other", ["b"])]
-    assert core.dropped_publications == 0
+    credits = []
+    for before in range(CREDIT_EVERY * 2 + 3):
+        core.receive(_deliver("other", before, "m"), 0.1)
+        credits += [m.batches for m in frames(core) if isinstance(m, p.Credit)]
+    assert credits == [CREDIT_EVERY, CREDIT_EVERY]
 
 
-def test_publications_on_other_topics_or_incomplete_are_ignored() -> None:
+def test_our_publications_wait_for_the_servers_acknowledgements() -> None:
     core = welcomed()
-    core.receive_published(_publication(topic_for(b"somebody-else"), "other", 0, "a"))
-    core.receive_published(_publication(BROADCAST, "other", 0, "a")[:2])  # no items frame
-    core.receive_published([BROADCAST])
-    core.receive_published([BROADCAST, p.encode(p.Pong(1)), b""])  # not a Published header
-    assert core.take() == ([], [])
-    # Ignored messages did not count: the next one starts the count.
-    core.receive_published(_publication(BROADCAST, "other", 50, "b"))
-    assert core.dropped_publications == 0
-    assert len(events(core)) == 1
+    sent = 0
+    while core.can_publish:
+        core.publish(None, 1, _items("m"))
+        sent += 1
+    assert sent == PUBLISH_WINDOW
+    core.receive(p.encode(p.PubAck(0, 3)), 0.1)
+    assert core.unacked_publications == PUBLISH_WINDOW - 3 and core.can_publish
 
 
 def test_a_malformed_batch_is_counted_and_reported() -> None:
     core = welcomed()
-    header = p.encode(p.Published(0, "other", "other-name", 0, 3))
-    core.receive_published([BROADCAST, header, _items("a", "b")])  # announces 3, carries 2
+    core.receive(p.encode(p.Deliver(0, "other", "other-name", 0, 3, _items("a", "b"))), 0.1)  # says 3, has 2
     [event] = events(core)
     assert isinstance(event, BadFrame)
     assert core.malformed_publications == 3
-    core.receive_published([BROADCAST, b"\xc1", b""])
-    [event] = events(core)
-    assert isinstance(event, BadFrame)
 
 
 def test_a_probe_answers_a_subscribe_check() -> None:
     core = welcomed()
     rid = core.request(p.SubscribeCheck, 0.3)
     assert frames(core) == [p.SubscribeCheck(rid)]
-    # A probe on somebody else's topic proves nothing.
-    core.receive_published([topic_for(b"somebody-else"), p.encode(p.Probe(rid))])
-    assert core.take() == ([], [])
-    assert core.waiting == 1
-    core.receive_published([core.topic, p.encode(p.Probe(rid))])
+    core.receive(p.encode(p.Probe(rid)), 0.4)
     assert events(core) == [Reply(rid, p.Probe(rid))]
     assert core.waiting == 0
     # The server heard the check: the lease clock moves to its send time.
     assert core.valid_until == pytest.approx(0.3 + LEASE * (1 - LEASE_DRIFT))
-    assert core.topic == topic_for(ME.encode())

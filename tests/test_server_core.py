@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pylocker import protocol as p
 from pylocker.errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED
-from pylocker.protocol import BROADCAST, topic_for
+from pylocker.flow import WINDOW
 from pylocker.server_core import (
     BAD_FRAMES_LOGGED,
     MAX_DETAIL,
@@ -26,6 +26,7 @@ from pylocker.server_core import (
     LocalGranted,
     LocalLost,
     LocalPublications,
+    LocalPublishAcked,
     LocalTimedOut,
     LockExpired,
     Output,
@@ -74,14 +75,6 @@ def items(*messages: str) -> bytes:
     return p.join_items([p.encode_item(m, None, None, 0, f"id-{m}", 1.0) for m in messages])
 
 
-def published(out: Output) -> list[tuple[bytes, p.Message, bytes]]:
-    result = []
-    for frames in out.broadcasts:
-        assert len(frames) == 3
-        result.append((frames[0], p.decode(frames[1]), frames[2]))
-    return result
-
-
 # ------------------------------------------------------------------ hello, welcome
 def test_hello_is_answered_with_a_welcome_describing_the_server() -> None:
     core = make_core(max_lock_time=7.5, lease=3.0, epoch=4, pub_endpoint="memory://pub")
@@ -108,7 +101,7 @@ def test_clients_changed_is_emitted_by_take_after_hello_and_bye() -> None:
     # Two hellos, one notification: the list is computed when taken.
     assert [e for e in out.events if isinstance(e, ClientsChanged)] == [ClientsChanged(("a", "b"))]
     assert not core.has_output
-    assert core.take() == Output([], [], [])
+    assert core.take() == Output([], [])
 
     # Saying hello again with the same names changes nothing.
     out = send(core, A, p.Hello(2, "alice", "a", 1), 0.1)
@@ -134,7 +127,7 @@ def test_acquire_is_granted_then_queued_then_granted_on_release() -> None:
     assert first.token == 40
     # B waits: no answer yet.
     out = send(core, B, p.Acquire(77, ["x"], None), 2.0)
-    assert out == Output([], [], [])
+    assert out == Output([], [])
     assert len(core.table.waiters("x")) == 1
     # A releases (and waits for the answer): B's Grant carries B's request id.
     out = send(core, A, p.Release(6, first.lock_id), 3.0)
@@ -286,7 +279,6 @@ def test_a_multi_part_message_is_dropped_with_a_bad_frame_event() -> None:
     core.receive(A, [acquire, acquire], 0.0)
     out = core.take()
     assert out.sends == []
-    assert out.broadcasts == []
     assert out.events == [BadFrame(A, "a 2-part message (dropped)", 1)]
     assert core.table.holder("x") is None
     core.receive(A, [], 0.0)
@@ -314,7 +306,7 @@ NOT_REQUESTS = [
     p.Error(7, 1, "d"),
     p.Pong(7),
     p.Reclaimed(7, True),
-    p.Published(7, "s", "n", 0, 1),
+    p.PubAck(7, 1),
     p.Probe(7),
 ]
 
@@ -331,7 +323,6 @@ def test_a_message_that_is_not_a_request_is_refused_with_bad_frame(message: p.Me
     assert isinstance(refusal, p.Error)
     assert (refusal.request_id, refusal.code) == (7, BAD_FRAME)
     assert type(message).__name__ in refusal.detail
-    assert out.broadcasts == []
     assert core.table.held_locks() == []
 
 
@@ -737,109 +728,157 @@ def test_local_locks_have_no_lease() -> None:
 
 
 # -------------------------------------------------------------------- publications
-def _publish(core: ServerCore, peer: bytes, receivers: list[str] | None, *messages: str) -> Output:
-    return send(core, peer, p.Publish(0, receivers, len(messages), items(*messages)), 1.0)
+def receiver(core: ServerCore, peer: bytes) -> None:
+    """``peer`` says hello and asks for publications."""
+    hello(core, peer)
+    send(core, peer, p.SubscribeCheck(99), 0.0)
+
+
+def _publish(core: ServerCore, peer: bytes, receivers: list[str] | None, *messages: str,
+             lossy: bool = False) -> Output:
+    return send(core, peer, p.Publish(0, receivers, len(messages), items(*messages), lossy), 1.0)
 
 
 def delivered(out: Output) -> list[tuple[bytes, p.Deliver]]:
-    """The directed batches in ``out``: pushed on each receiver's own channel (issue 11, case 11)."""
+    """The batches in ``out``: each on its receiver's own connection (issue 11, case 11)."""
     found = [(peer, p.decode(frame)) for peer, frame in out.sends]
     return [(peer, message) for peer, message in found if isinstance(message, p.Deliver)]
+
+
+def acks(out: Output) -> list[tuple[bytes, int]]:
+    return [(peer, m.batches) for peer, m in replies(out) if isinstance(m, p.PubAck)]
 
 
 def test_a_publication_goes_to_each_named_receiver_and_unknowns_are_ignored() -> None:
     core = make_core()
     for peer in (A, B, C):
-        hello(core, peer)
+        receiver(core, peer)
     batch = items("m1", "m2")
     out = send(core, A, p.Publish(0, ["b", "c", "nobody", "b"], 2, batch), 1.0)
-    assert out.broadcasts == []  # never on the publish socket, where anybody could subscribe
     assert out.events == []
     assert sorted(delivered(out)) == [
         (B, p.Deliver(0, "a", "a-name", 0, 2, batch)),
         (C, p.Deliver(0, "a", "a-name", 0, 2, batch)),
     ]
-    # Nothing at all for receivers nobody knows, nor for the sender itself.
-    assert _publish(core, A, ["nobody"], "m3") == Output([], [], [])
+    assert acks(out) == [(A, 1)]  # passed on to all its receivers: acknowledged
+    # Nothing for receivers nobody knows, nor for the sender itself; acknowledged all the same.
+    assert delivered(_publish(core, A, ["nobody"], "m3")) == []
     assert [peer for peer, _ in delivered(_publish(core, A, ["a", "b"], "m4"))] == [B]
 
 
-def test_a_broadcast_goes_to_the_broadcast_topic_and_to_the_serving_locker() -> None:
+def test_a_broadcast_goes_to_every_receiver_but_its_sender_and_to_the_serving_locker() -> None:
     core = make_core()
-    hello(core, A)
-    hello(core, B)
+    receiver(core, A)
+    receiver(core, B)
+    hello(core, C)  # a lock-only client: not a receiver
     batch = items("m1")
     out = send(core, A, p.Publish(0, None, 1, batch), 1.0)
-    assert published(out) == [(BROADCAST, p.Published(0, "a", "a-name", 0, 1), batch)]
+    assert delivered(out) == [(B, p.Deliver(0, "a", "a-name", 0, 1, batch))]
     assert out.events == [LocalPublications("a", "a-name", 1, batch)]
 
 
-def test_the_before_counter_counts_per_topic() -> None:
+def test_the_before_counter_counts_per_receiver() -> None:
     core = make_core()
     for peer in (A, B, C):
-        hello(core, peer)
+        receiver(core, peer)
     _publish(core, A, ["b"], "1", "2", "3")
     _publish(core, A, None, "4", "5")
     out = _publish(core, C, ["b", "a"], "6")
     counted = {peer: (d.sender, d.before, d.item_count) for peer, d in delivered(out)}
-    assert counted[B] == ("c", 3, 1)
+    assert counted[B] == ("c", 5, 1)
     assert counted[A] == ("c", 0, 1)
-    out = _publish(core, B, None, "7")
-    assert published(out)[0][1] == p.Published(0, "b", "b-name", 2, 1)
     out = _publish(core, A, ["b"], "8", "9")
-    assert [(d.before, d.item_count) for _, d in delivered(out)] == [(4, 2)]
-    # The serving locker's own publications count on the same streams.
-    core.publish(["b"], 1, items("10"))
-    assert [(d.sender, d.before) for _, d in delivered(core.take())] == [(SERVER, 6)]
+    assert [(d.before, d.item_count) for _, d in delivered(out)] == [(6, 2)]
+    core.publish(["b"], 1, items("10"))  # the serving locker's own count on the same streams
+    assert [(d.sender, d.before) for _, d in delivered(core.take())] == [(SERVER, 8)]
 
 
 def test_a_publication_addressed_to_the_serving_locker_is_a_local_event() -> None:
     core = make_core()
-    hello(core, A)
-    hello(core, B)
+    receiver(core, A)
+    receiver(core, B)
     batch = items("m1", "m2")
     out = send(core, A, p.Publish(0, [SERVER], 2, batch), 1.0)
-    assert out.broadcasts == []
     assert out.events == [LocalPublications("a", "a-name", 2, batch)]
     out = send(core, A, p.Publish(0, [SERVER, "b"], 2, batch), 1.0)
     assert [peer for peer, _ in delivered(out)] == [B]
     assert out.events == [LocalPublications("a", "a-name", 2, batch)]
 
 
-def test_the_serving_lockers_own_publications() -> None:
+def test_the_serving_lockers_own_publications_are_acknowledged_to_it() -> None:
     core = make_core()
-    hello(core, A)
+    receiver(core, A)
     batch = items("m1")
     core.publish(None, 1, batch)
     out = core.take()
-    assert published(out) == [(BROADCAST, p.Published(0, SERVER, "srv", 0, 1), batch)]
-    assert out.events == []  # its own broadcast is not handed back to it
-    core.publish(["a", "nobody"], 1, batch)
-    out = core.take()
     assert delivered(out) == [(A, p.Deliver(0, SERVER, "srv", 0, 1, batch))]
-    assert out.events == []
-
-
-def test_the_serving_locker_never_receives_its_own_publication() -> None:
-    core = make_core()
-    hello(core, A)
-    core.publish([SERVER, "a"], 1, items("m1"))
+    assert out.events == [LocalPublishAcked(1)]  # its own broadcast is not handed back to it
+    core.publish([SERVER, "a", "nobody"], 1, batch)
     out = core.take()
-    assert [peer for peer, _ in delivered(out)] == [A]
-    assert out.events == []
+    assert delivered(out) == [(A, p.Deliver(0, SERVER, "srv", 1, 1, batch))]
+    assert out.events == [LocalPublishAcked(1)]
 
 
-def test_subscribe_check_publishes_a_probe_on_the_peers_topic() -> None:
+def test_subscribe_check_makes_a_receiver_and_is_answered_on_its_connection() -> None:
     core = make_core()
     hello(core, A)
+    hello(core, B)
+    assert delivered(_publish(core, B, None, "before")) == []
     out = send(core, A, p.SubscribeCheck(17), 0.0)
-    assert out.sends == []
-    assert out.broadcasts == [(topic_for(A), p.encode(p.Probe(17)))]
+    assert replies(out) == [(A, p.Probe(17))]
+    assert [peer for peer, _ in delivered(_publish(core, B, None, "after"))] == [A]
 
 
 def test_a_forgotten_peer_gets_no_more_publications() -> None:
     core = make_core()
-    hello(core, A)
-    hello(core, B)
+    receiver(core, A)
+    receiver(core, B)
     send(core, B, p.Bye(0), 0.5)
-    assert _publish(core, A, ["b"], "m1").broadcasts == []
+    assert delivered(_publish(core, A, ["b"], "m1")) == []
+    assert delivered(_publish(core, A, None, "m2")) == []
+
+
+# ----------------------------------------------------------- credit (issue 12)
+def test_a_receiver_without_credit_gets_a_window_and_its_publishers_wait() -> None:
+    core = make_core()
+    receiver(core, A)
+    receiver(core, B)
+    outs = [_publish(core, A, ["b"], f"m{i}") for i in range(WINDOW + 5)]
+    sent = [d.before for out in outs for _, d in delivered(out)]
+    assert sent == list(range(WINDOW))  # the rest wait at the server, in order
+    assert sum(n for out in outs for _, n in acks(out)) == WINDOW  # ... unacknowledged
+    out = send(core, B, p.Credit(0, 3), 1.0)
+    assert [d.before for _, d in delivered(out)] == [WINDOW, WINDOW + 1, WINDOW + 2]
+    assert acks(out) == [(A, 3)]
+    out = send(core, B, p.Credit(0, 16), 1.0)
+    assert [d.before for _, d in delivered(out)] == [WINDOW + 3, WINDOW + 4]
+    assert core.flow.queued(B) == 0
+
+
+def test_lossy_batches_skip_a_receiver_without_credit_and_it_sees_the_gap() -> None:
+    core = make_core()
+    receiver(core, A)
+    receiver(core, B)
+    for i in range(WINDOW):
+        _publish(core, A, ["b"], f"m{i}")
+    out = _publish(core, A, ["b"], "lost-1", "lost-2", lossy=True)
+    assert delivered(out) == [] and acks(out) == [(A, 1)]  # acknowledged at once, not queued
+    send(core, B, p.Credit(0, WINDOW), 1.0)
+    out = _publish(core, A, ["b"], "next")
+    assert [d.before for _, d in delivered(out)] == [WINDOW + 2]  # B counts 2 missed
+
+
+def test_a_receiver_that_goes_away_lets_its_publishers_go_on() -> None:
+    core = make_core(lease=2.0)
+    receiver(core, A)
+    receiver(core, B)
+    receiver(core, C)
+    for i in range(WINDOW + 10):
+        _publish(core, A, None, f"m{i}")  # C credits as it goes; B is frozen
+        send(core, C, p.Credit(0, 1), 1.0)
+    assert core.flow.queued(B) == 10
+    send(core, A, p.Heartbeat(5), 2.5)  # A and C stay in touch; B says nothing
+    send(core, C, p.Heartbeat(6), 2.5)
+    core.tick(3.5)  # B's lease lapsed: it is cut off, and what waited for it is acknowledged
+    assert acks(core.take()) == [(A, 10)]
+    assert not core.flow.has_receiver(B)

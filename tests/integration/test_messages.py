@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
 import threading
+import time
 from typing import Any, Iterator
+
+import psutil
 
 import pytest
 
@@ -210,47 +216,96 @@ def test_a_client_publishes_many_at_once(agents: Any) -> None:
     assert [m["message"] for m in bob.messages()] == [f"c-{i}" for i in range(3000)]
 
 
-def test_a_receiver_that_falls_behind_misses_messages_counted_not_server_memory(
-        server_file: str, agents: Any) -> None:
-    import os
-    import signal
-
-    import psutil
-
+@contextlib.contextmanager
+def _own_server(server_file: str, **kwargs: Any) -> Iterator[int]:
+    """A serving locker in its own process (its memory measured alone): yields its pid."""
     ready, finished = SPAWN.Queue(), SPAWN.Event()
-    server = SPAWN.Process(target=_workers.serve, args=(server_file + "-2", ready, finished))
+    server = SPAWN.Process(target=_workers.serve, args=(server_file, ready, finished, kwargs))
     server.start()
     try:
-        server_pid, _ = ready.get(timeout=30)
+        pid, _ = ready.get(timeout=30)
+        yield pid
+    finally:
+        finished.set()
+        server.join(20)
+        if server.is_alive():
+            server.kill()
+            server.join(5)
+
+
+def _frozen(pid: int, seconds: float) -> threading.Timer:
+    """SIGSTOP ``pid`` now and SIGCONT it after ``seconds`` (the timer is returned, started)."""
+    os.kill(pid, signal.SIGSTOP)
+    thaw = threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+    thaw.start()
+    return thaw
+
+
+def test_a_frozen_receiver_slows_its_publisher_and_loses_nothing(server_file: str) -> None:
+    # Issue 12: a receiver that fell behind lost messages (7.6 % of 500,000 in the benchmark),
+    # and one frozen for 3 s lost 67 %. Its credit now paces the publisher.
+    with _own_server(server_file + "-2") as server_pid:
         alice = Agent(server_file + "-2", "alice")
         bob = Agent(server_file + "-2", "bob", mailbox_size=1_000_000)
         try:
             rss_before = psutil.Process(server_pid).memory_info().rss
-            os.kill(bob.process.pid, signal.SIGSTOP)  # bob stops reading
+            thaw = _frozen(bob.process.pid, 3.0)  # well within bob's 5 s lease
             try:
-                # More than the server queues towards one peer (1,000 batches of ~64 KiB).
-                alice.publish_many(150_000, receivers=[bob.unique_name], toSelf=False, padding=1000)
-                alice.publish_message("fence", receivers=[bob.unique_name], toSelf=False)
+                started = time.monotonic()
+                alice.publish_many(30_000, receivers=[bob.unique_name], toSelf=False, padding=1000)
+                publishing = time.monotonic() - started
                 grown = psutil.Process(server_pid).memory_info().rss - rss_before
             finally:
-                os.kill(bob.process.pid, signal.SIGCONT)
-            # Bob catches up; until he has, new publications may be missed too: fence again.
-            sent = 150_001
-            for fence in range(20):
-                alice.publish_message(f"after-{fence}", receivers=[bob.unique_name], toSelf=False)
-                sent += 1
-                if bob.wait_message(f"after-{fence}", timeout=1.0):
-                    break
-            else:
-                raise AssertionError("bob never caught up")
-            received = len(bob.messages())
-            dropped = bob.dropped_messages()
+                thaw.join()
+            assert bob.wait_message("m-29999", timeout=30) is not None
+            received, dropped = len(bob.messages()), bob.dropped_messages()
         finally:
             alice.stop()
             bob.stop()
-    finally:
-        finished.set()
-        server.join(20)
-    assert dropped > 0  # it could not keep up ...
-    assert received + dropped == sent  # ... and every message is either received or counted
-    assert grown < 100 * 2**20  # while the server's memory stayed bounded
+    assert (received, dropped) == (30_000, 0)  # 30 MB through a frozen receiver: nothing lost
+    assert publishing > 2.0  # the publisher waited for bob instead of outrunning him
+    assert grown < 60 * 2**20  # while the server held at most the publishers' windows
+
+
+def test_lossy_publications_to_a_frozen_receiver_are_missed_and_counted(server_file: str) -> None:
+    with _own_server(server_file + "-2") as _:
+        alice = Agent(server_file + "-2", "alice")
+        bob = Agent(server_file + "-2", "bob", mailbox_size=1_000_000)
+        try:
+            thaw = _frozen(bob.process.pid, 3.0)
+            try:
+                started = time.monotonic()
+                alice.publish_many(30_000, receivers=[bob.unique_name], toSelf=False, padding=1000, lossy=True)
+                publishing = time.monotonic() - started
+            finally:
+                thaw.join()
+            alice.publish_message("fence", receivers=[bob.unique_name], toSelf=False)
+            assert bob.wait_message("fence", timeout=30) is not None
+            received, dropped = len(bob.messages()), bob.dropped_messages()
+        finally:
+            alice.stop()
+            bob.stop()
+    assert publishing < 3.0  # nobody waited for bob
+    assert dropped > 0 and received + dropped == 30_001  # every message received or counted
+
+
+def test_a_receiver_frozen_past_its_lease_is_cut_off_and_the_publisher_goes_on(server_file: str) -> None:
+    with _own_server(server_file + "-2", lease=1.0) as _:
+        alice = Agent(server_file + "-2", "alice", lease=1.0)
+        bob = Agent(server_file + "-2", "bob", lease=1.0)
+        carol = Agent(server_file + "-2", "carol", lease=1.0)
+        try:
+            thaw = _frozen(bob.process.pid, 8.0)
+            try:
+                alice.publish_many(30_000, toSelf=False, padding=1000)  # everybody: bob and carol
+                cut_off_in_time = thaw.is_alive()  # done while bob is still frozen
+            finally:
+                thaw.join()
+            assert carol.wait_message("m-29999", timeout=30) is not None
+            carol_got = len(carol.messages())
+        finally:
+            alice.stop()
+            bob.stop()
+            carol.stop()
+    assert cut_off_in_time, "the publisher waited for a receiver past its lease"
+    assert carol_got == 30_000  # the others lost nothing
