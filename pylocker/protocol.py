@@ -165,8 +165,10 @@ class SubscribeCheck(NamedTuple):
     request_id: int
 
 
-# ------------------------------------------- on the PUB socket (topic, header[, items])
+# ------------------------------------------------------- publications' flow
 class Probe(NamedTuple):
+    """The answer to ``SubscribeCheck``: from now on, publications come to this locker."""
+
     request_id: int
 
 
