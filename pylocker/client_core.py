@@ -233,8 +233,6 @@ class ClientCore:
         if before > self._next_before:
             self.dropped_publications += before - self._next_before
         self._next_before = before + count
-        if sender == self.unique_name:
-            return  # our own broadcast: delivered to ourselves when published, if asked
         try:
             items = p.decode_items(packed, count)
         except RemoteProtocolError as exc:
