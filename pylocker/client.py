@@ -335,7 +335,7 @@ class Client:
                 busy = self._outbox or (self._pubbox and core.can_publish)
                 timeout = 0.0 if busy or not self._running else (
                     None if deadline is None else max(0.0, deadline - now))
-                readable, _ = transport.poll(timeout)
+                readable = transport.poll(timeout)
                 frames = list(transport.receive()) if readable else ()
                 now = clock()
                 due = self._running and deadline is not None and now >= deadline

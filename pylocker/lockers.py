@@ -53,8 +53,8 @@ class ServerLocker(MessagingMixin):
         mailbox_size: received publications kept at most; past that the oldest
             are dropped (and counted in ``dropped_messages``).
         mailbox_bytes: the same bound in bytes (payloads as sent, plus ~400 per message).
-        receive_messages: False for a lock-only client: it can still publish, but
-            opens no subscription (one connection per client instead of two).
+        receive_messages: False for a lock-only locker: it can still publish, but is
+            sent no publication (a serving one stores none it receives).
         realm: salts the keys derived from the password (default ``"pylocker"``): give
             each deployment its own, so that no precomputed table serves against all.
         server_key_file: a zmq.auth certificate naming the serving locker's own key, for

@@ -322,8 +322,9 @@ class LockerNode:
                         unique_name=self.unique_name, max_lock_time=config.max_lock_time or None,
                         lease=config.lease, epoch=term.epoch, first_token=first_token(term.epoch),
                         recover_from=recover_from, grace=max(lease, MIN_GRACE), on_lost=self._lost,
-                        on_publications=self.inbox.deliver_packed, on_clients_changed=self._clients_changed,
-                        on_tick=self._refresh_fingerprint, on_failure=self._give_up_serving)
+                        on_publications=self.inbox.deliver_packed if config.receive_messages else None,
+                        on_clients_changed=self._clients_changed, on_tick=self._refresh_fingerprint,
+                        on_failure=self._give_up_serving)
         try:
             server.start()
             bound = server.address

@@ -80,7 +80,6 @@ class Welcome(NamedTuple):
     server_name: str
     max_lock_time: float | None
     lease: float | None
-    pub_endpoint: str  # where to subscribe, as the transport encodes it
     epoch: int
 
 
@@ -166,8 +165,10 @@ class SubscribeCheck(NamedTuple):
     request_id: int
 
 
-# ------------------------------------------- on the PUB socket (topic, header[, items])
+# ------------------------------------------------------- publications' flow
 class Probe(NamedTuple):
+    """The answer to ``SubscribeCheck``: from now on, publications come to this locker."""
+
     request_id: int
 
 
@@ -253,8 +254,7 @@ _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]
     4: (Cancel, (_uint,)),
     5: (Heartbeat, (_uint,)),
     6: (Bye, (_uint,)),
-    64: (Welcome, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _optional_seconds,
-                   _optional_seconds, _text(MAX_TEXT), _uint)),
+    64: (Welcome, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _optional_seconds, _optional_seconds, _uint)),
     65: (Grant, (_uint, _text(MAX_TEXT), _uint)),
     66: (Timeout, (_uint,)),
     67: (Released, (_uint, _code)),

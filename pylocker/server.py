@@ -272,10 +272,6 @@ class Server:
         with self._mutex:
             return self._core.table.waiters(name)
 
-    @property
-    def pub_endpoint(self) -> str:
-        return self._core.pub_endpoint
-
     def clients(self) -> dict[bytes, ClientInfo]:
         with self._mutex:
             return self._core.clients()
@@ -378,7 +374,6 @@ class Server:
             return
         self._transport = transport
         self.address = transport.address
-        self._core.pub_endpoint = transport.pub_endpoint
         self._started.set()
         clock = self._clock
         next_tick = clock() + TICK

@@ -122,13 +122,12 @@ class ServerCore:
     """One serving locker's sessions, dispatch, routing and recovery, around a LockTable."""
 
     def __init__(self, *, name: str, unique_name: str, now: float, max_lock_time: float | None = None,
-                 lease: float | None = None, epoch: int = 0, first_token: int = 1, pub_endpoint: str = "",
+                 lease: float | None = None, epoch: int = 0, first_token: int = 1,
                  recover_from: set[str] | None = None, grace: float = 5.0, id_prefix: str = "") -> None:
         self.name = name
         self.unique_name = unique_name
         self.epoch = epoch
         self._first_token = first_token
-        self.pub_endpoint = pub_endpoint
         # After a failover: the clients of the previous server that may still hold locks.
         self._expected = set(recover_from) if recover_from is not None else set()
         self.table = LockTable(max_lock_time=max_lock_time, lease=lease, first_token=first_token,
@@ -234,7 +233,7 @@ class ServerCore:
         self.table.touch(peer, now)
         table = self.table
         self._sends.append((peer, p.encode(p.Welcome(hello.request_id, self.unique_name, self.name,
-                                                     table.max_lock_time, table.lease, self.pub_endpoint,
+                                                     table.max_lock_time, table.lease,
                                                      self.epoch))))
 
     def _on_acquire(self, peer: bytes, info: ClientInfo, acquire: p.Acquire, now: float) -> None:

@@ -111,8 +111,8 @@ def test_an_ipc_path_must_be_absolute(text: str) -> None:
         parse(text)
 
 
-def test_an_ipc_path_leaves_room_for_its_pub_sibling() -> None:
-    longest = "/" + "a" * (MAX_PATH - 5)  # with ".pub", exactly MAX_PATH bytes
+def test_an_ipc_path_fits_a_unix_socket_address() -> None:
+    longest = "/" + "a" * (MAX_PATH - 1)  # exactly MAX_PATH bytes
     assert parse(f"ipc://{longest}").path == longest
     with pytest.raises(AddressError, match="socket path"):
         parse(f"ipc://{longest}a")

@@ -38,7 +38,7 @@ def new_core(now: float = 0.0) -> ClientCore:
 
 
 def welcome(rid: int, lease: float | None = LEASE, max_lock_time: float | None = None) -> bytes:
-    return p.encode(p.Welcome(rid, "srv-unique", "srv", max_lock_time, lease, "memory://pub", 7))
+    return p.encode(p.Welcome(rid, "srv-unique", "srv", max_lock_time, lease, 7))
 
 
 def welcomed(now: float = 0.0, lease: float | None = LEASE, max_lock_time: float | None = None) -> ClientCore:
@@ -86,7 +86,7 @@ def test_hello_and_welcome() -> None:
     assert core.waiting == 1
     core.tick(100.0)  # before the welcome: no heartbeat, no lapse
     assert core.take() == ([], [])
-    reply = p.Welcome(rid, "srv-unique", "srv", None, LEASE, "memory://pub", 7)
+    reply = p.Welcome(rid, "srv-unique", "srv", None, LEASE, 7)
     core.receive(p.encode(reply), 0.1)
     assert events(core) == [Reply(rid, reply)]
     assert core.welcome == reply

@@ -22,13 +22,18 @@ messages = st.one_of(
     st.builds(p.Cancel, ids),
     st.builds(p.Heartbeat, ids),
     st.builds(p.Bye, ids),
-    st.builds(p.Welcome, ids, texts, texts, seconds, seconds, texts, ids),
+    st.builds(p.Welcome, ids, texts, texts, seconds, seconds, ids),
     st.builds(p.Grant, ids, texts, ids),
     st.builds(p.Timeout, ids),
     st.builds(p.Released, ids, st.integers(0, 255)),
     st.builds(p.Expire, ids, texts, texts),
     st.builds(p.Error, ids, st.integers(0, 255), texts),
     st.builds(p.Pong, ids),
+    st.builds(p.Publish, ids, st.none() | st.lists(texts, max_size=3), st.integers(1, 100), st.binary(max_size=50),
+              st.booleans()),
+    st.builds(p.Credit, ids, st.integers(1, 100)),
+    st.builds(p.PubAck, ids, st.integers(1, 100)),
+    st.builds(p.Deliver, ids, texts, texts, ids, st.integers(1, 100), st.binary(max_size=50)),
 )
 
 

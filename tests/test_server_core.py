@@ -77,19 +77,19 @@ def items(*messages: str) -> bytes:
 
 # ------------------------------------------------------------------ hello, welcome
 def test_hello_is_answered_with_a_welcome_describing_the_server() -> None:
-    core = make_core(max_lock_time=7.5, lease=3.0, epoch=4, pub_endpoint="memory://pub")
+    core = make_core(max_lock_time=7.5, lease=3.0, epoch=4)
     out = send(core, A, p.Hello(9, "alice", "a", 1234), 0.0)
-    assert replies(out) == [(A, p.Welcome(9, SERVER, "srv", 7.5, 3.0, "memory://pub", 4))]
+    assert replies(out) == [(A, p.Welcome(9, SERVER, "srv", 7.5, 3.0, 4))]
     welcome = to(out, A)[0]
     assert isinstance(welcome, p.Welcome)
-    assert (welcome.lease, welcome.max_lock_time, welcome.epoch, welcome.pub_endpoint) == (3.0, 7.5, 4, "memory://pub")
+    assert (welcome.lease, welcome.max_lock_time, welcome.epoch) == (3.0, 7.5, 4)
     assert core.clients()[A] == ("alice", "a", 1234)
 
 
 def test_welcome_without_lease_or_max_lock_time() -> None:
     core = make_core()
     out = send(core, A, p.Hello(1, "alice", "a", 1), 0.0)
-    assert to(out, A) == [p.Welcome(1, SERVER, "srv", None, None, "", 0)]
+    assert to(out, A) == [p.Welcome(1, SERVER, "srv", None, None, 0)]
 
 
 def test_clients_changed_is_emitted_by_take_after_hello_and_bye() -> None:
@@ -298,7 +298,7 @@ def test_bad_frame_events_are_rate_limited_per_peer() -> None:
 
 
 NOT_REQUESTS = [
-    p.Welcome(7, "u", "n", None, 1.0, "e", 0),
+    p.Welcome(7, "u", "n", None, 1.0, 0),
     p.Grant(7, "lock", 1),
     p.Timeout(7),
     p.Released(7, 1),

@@ -81,7 +81,7 @@ def parse(address: str, port: int | None = None) -> Address:
     if scheme == "ipc":
         if not rest.startswith("/"):
             raise AddressError(f"{address!r}: an ipc address takes an absolute path (ipc:///tmp/x.sock)")
-        if len(rest.encode()) > MAX_PATH - 4:  # room for the ".pub" sibling
+        if len(rest.encode()) > MAX_PATH:
             raise AddressError(f"{address!r}: a socket path must be shorter than {MAX_PATH - 4} bytes")
     return Address(scheme, path=rest)
 

@@ -15,7 +15,7 @@ cross this boundary as pylocker errors only (``NotConnected``, ``ListenError``,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Callable, NamedTuple, Protocol
 
 from .address import Address
@@ -34,15 +34,11 @@ class Security(NamedTuple):
 
 
 class ServerTransport(Protocol):
-    """The serving end: one request channel per client, one broadcast channel."""
+    """The serving end: one channel per client, for requests, replies and publications."""
 
     @property
     def address(self) -> Address:
         """Where clients reach this server (a tcp port of 0 resolved to the bound one)."""
-
-    @property
-    def pub_endpoint(self) -> str:
-        """Where clients subscribe, as the transport encodes it (sent in the Welcome)."""
 
     def poll(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` s (None: forever) for input or a wake; True if requests wait."""
@@ -53,9 +49,6 @@ class ServerTransport(Protocol):
     def send(self, peer: bytes, frame: bytes) -> bool:
         """Queue ``frame`` for ``peer``; False when it could not be queued (peer gone or full)."""
 
-    def publish(self, frames: Sequence[bytes]) -> None:
-        """Broadcast a multi-part message; ``frames[0]`` is the topic subscribers filter on."""
-
     def wake(self) -> None:
         """End the current (or next) ``poll`` early; safe from any thread."""
 
@@ -64,22 +57,16 @@ class ServerTransport(Protocol):
 
 
 class ClientTransport(Protocol):
-    """The connecting end: a request channel to one server, and a subscription."""
+    """The connecting end: one channel to one server."""
 
-    def poll(self, timeout: float | None) -> tuple[bool, bool]:
-        """Wait up to ``timeout`` s; (requests channel readable, subscription readable)."""
+    def poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s (None: forever) for input or a wake; True if frames wait."""
 
     def receive(self) -> Iterator[bytes]:
         """Frames from the server on the request channel, a bounded batch."""
 
-    def receive_published(self) -> Iterator[list[bytes]]:
-        """Multi-part broadcasts received on the subscription, a bounded batch."""
-
     def send(self, frame: bytes) -> None:
         """Queue ``frame`` for the server; raises NotConnected when that is impossible."""
-
-    def subscribe(self, pub_endpoint: str, topics: Sequence[bytes]) -> None:
-        """Open the subscription to ``pub_endpoint`` (from the Welcome) for these topic prefixes."""
 
     def wake(self) -> None:
         """End the current (or next) ``poll`` early; safe from any thread."""

@@ -10,8 +10,6 @@ deployments with the same semantics the ZeroMQ transport has:
   across connections (as a ROUTER fair-queues), in batches of ``RECV_BATCH``;
 * a client connecting with the identity of a connected one takes its place (as
   ``ROUTER_HANDOVER``); the one replaced sees a disconnect;
-* a publication goes to every subscriber with a topic prefix that ``frames[0]``
-  starts with, once, whatever the number of prefixes matching;
 * closing a server (``close``, or ``vanish(name)`` from any thread) reports a
   disconnect to each of its clients, from their next ``poll``; their ``send``
   raises NotConnected from then on, and what was already queued stays readable.
@@ -19,9 +17,7 @@ deployments with the same semantics the ZeroMQ transport has:
 Bounds: each queue holds at most ``max_frames`` frames (``MAX_QUEUE_FRAMES``
 unless the ``MemoryTransport`` says otherwise; the receiving end's transport
 decides). A full request queue makes the client's ``send`` raise NotConnected; a
-full reply queue makes the server's ``send`` return False; a publication that does
-not fit in a subscriber's queue is dropped for that subscriber (counted in its
-``missed``), as a PUB socket drops at its high-water mark.
+full reply queue makes the server's ``send`` return False.
 
 Security is ignored: nothing leaves the process, so there is no handshake to
 encrypt, no key to check and no ``on_auth_failure``. Frames have no size limit
@@ -36,7 +32,7 @@ import collections
 import itertools
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Callable, Final
 
 from ..errors import AddressError, ListenError, NotConnected
@@ -98,17 +94,12 @@ class MemoryServerTransport:
         self._cond = threading.Condition()
         self._links: dict[bytes, _Link] = {}
         self._ready: dict[bytes, None] = {}  # peers with requests waiting, oldest first (an ordered set)
-        self._subscribers: set[MemoryClientTransport] = set()
         self._woken = False
         self._closed = False
 
     @property
     def address(self) -> Address:
         return Address("memory", path=self._name)
-
-    @property
-    def pub_endpoint(self) -> str:
-        return self._name
 
     # ------------------------------------------------------------ called by clients
     def _attach(self, identity: bytes, client: MemoryClientTransport) -> _Link:
@@ -127,7 +118,6 @@ class MemoryServerTransport:
 
     def _detach(self, link: _Link) -> None:
         with self._cond:
-            self._subscribers.discard(link.client)
             if self._links.get(link.peer) is not link:
                 return
             if link.requests:
@@ -150,16 +140,6 @@ class MemoryServerTransport:
             if link.peer not in self._ready:
                 self._ready[link.peer] = None
                 self._cond.notify_all()
-
-    def _subscribe(self, client: MemoryClientTransport) -> None:
-        with self._cond:
-            if self._closed:
-                raise NotConnected(f"the server at memory://{self._name} is closed")
-            self._subscribers.add(client)
-
-    def _unsubscribe(self, client: MemoryClientTransport) -> None:
-        with self._cond:
-            self._subscribers.discard(client)
 
     # ------------------------------------------------------------ ServerTransport
     def poll(self, timeout: float | None) -> bool:
@@ -197,16 +177,6 @@ class MemoryServerTransport:
             return False
         return link.client._deliver(bytes(frame))
 
-    def publish(self, frames: Sequence[bytes]) -> None:
-        """Deliver to every subscriber whose topic prefixes match ``frames[0]``."""
-        if not frames:
-            return
-        message = [bytes(frame) for frame in frames]
-        with self._cond:
-            subscribers = () if self._closed else tuple(self._subscribers)
-        for client in subscribers:
-            client._deliver_published(message)
-
     def wake(self) -> None:
         with self._cond:
             self._woken = True
@@ -221,10 +191,9 @@ class MemoryServerTransport:
             if self._closed:
                 return
             self._closed = True
-            clients = {link.client for link in self._links.values()} | self._subscribers
+            clients = {link.client for link in self._links.values()}
             self._links.clear()
             self._ready.clear()
-            self._subscribers.clear()
             self._cond.notify_all()
         for client in clients:
             client._server_gone(self)
@@ -240,16 +209,11 @@ class MemoryClientTransport:
         self._max_frames = max_frames
         self._cond = threading.Condition()
         self._replies: collections.deque[bytes] = collections.deque()
-        self._published: collections.deque[list[bytes]] = collections.deque()
-        self._published_frames = 0
-        self._prefixes: set[bytes] = set()
         self._woken = False
         self._gone = False  # the server closed or another connection took our identity
         self._gone_reported = False
         self._closed = False
         self._server = server
-        self._pub_server: MemoryServerTransport | None = None
-        self.missed = 0  # publications dropped because our queue was full
         self._link = server._attach(identity, self)
 
     # ------------------------------------------------------------ called by servers
@@ -261,40 +225,27 @@ class MemoryClientTransport:
             self._cond.notify_all()
             return True
 
-    def _deliver_published(self, message: list[bytes]) -> None:
-        with self._cond:
-            if self._closed or not any(message[0].startswith(prefix) for prefix in self._prefixes):
-                return
-            if self._published_frames + len(message) > self._max_frames:
-                self.missed += 1
-                return
-            self._published.append(list(message))
-            self._published_frames += len(message)
-            self._cond.notify_all()
-
     def _server_gone(self, server: MemoryServerTransport) -> None:
         with self._cond:
-            if server is self._pub_server:
-                self._pub_server = None
             if server is self._server and not self._closed:
                 self._gone = True
                 self._cond.notify_all()
 
     # ------------------------------------------------------------ ClientTransport
     def _has_news(self) -> bool:
-        return bool(self._replies or self._published or self._woken or (self._gone and not self._gone_reported))
+        return bool(self._replies or self._woken or (self._gone and not self._gone_reported))
 
-    def poll(self, timeout: float | None) -> tuple[bool, bool]:
-        """Wait up to ``timeout`` s; (replies waiting, publications waiting). Reports a disconnect once."""
+    def poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s; whether replies wait. Reports a disconnect once."""
         with self._cond:
             if self._closed:
-                raise NotConnected(f"the connection to memory://{self._server.pub_endpoint} is closed")
+                raise NotConnected(f"the connection to {self._server.address.url} is closed")
             if not self._has_news():
                 self._cond.wait_for(self._has_news, timeout)
             self._woken = False
             report = self._gone and not self._gone_reported
             self._gone_reported = self._gone
-            readable = bool(self._replies), bool(self._published)
+            readable = bool(self._replies)
         if report:
             self._on_disconnect()
         return readable
@@ -307,37 +258,13 @@ class MemoryClientTransport:
                 frame = self._replies.popleft()
             yield frame
 
-    def receive_published(self) -> Iterator[list[bytes]]:
-        for _ in range(RECV_BATCH):
-            with self._cond:
-                if not self._published:
-                    return
-                message = self._published.popleft()
-                self._published_frames -= len(message)
-            yield message
-
     def send(self, frame: bytes) -> None:
         """Queue ``frame`` for the server; NotConnected when it is closed or its queue for us is full."""
         with self._cond:
             unusable = self._closed or self._gone
         if unusable:
-            raise NotConnected(f"not connected to memory://{self._server.pub_endpoint}")
+            raise NotConnected(f"not connected to {self._server.address.url}")
         self._server._accept(self._link, frame)
-
-    def subscribe(self, pub_endpoint: str, topics: Sequence[bytes]) -> None:
-        """Receive what the server listening at ``memory://pub_endpoint`` publishes under these prefixes."""
-        with _registry_lock:
-            server = _servers.get(pub_endpoint)
-        if server is None:
-            raise NotConnected(f"no server listens at memory://{pub_endpoint}")
-        with self._cond:
-            if self._closed:
-                raise NotConnected(f"the connection to memory://{self._server.pub_endpoint} is closed")
-            self._prefixes.update(bytes(topic) for topic in topics)
-            previous, self._pub_server = self._pub_server, server
-        if previous is not None and previous is not server:
-            previous._unsubscribe(self)
-        server._subscribe(self)
 
     def wake(self) -> None:
         with self._cond:
@@ -350,12 +277,8 @@ class MemoryClientTransport:
             if self._closed:
                 return
             self._closed = True
-            pub_server = self._pub_server
-            self._pub_server = None
             self._cond.notify_all()
         self._server._detach(self._link)
-        if pub_server is not None:
-            pub_server._unsubscribe(self)
 
 
 class MemoryTransport:

@@ -1,20 +1,19 @@
 """The ZeroMQ transport: tcp, ipc and inproc addresses behind ``base.py``'s Protocols.
 
-A server is a ROUTER (requests, replies, pushes) and a PUB (broadcasts); a client is
-a DEALER and, once it knows where, a SUB. Per scheme:
+A server is one ROUTER and a client one DEALER: requests, replies, pushes and
+publications all travel there (publications by credit, see ``flow.py``). Per scheme:
 
 * ``tcp://host:port``: the ROUTER at ``port`` (0: any free port; otherwise the next
-  free one from ``port`` on), the PUB at a random port on the same host; the
-  ``pub_endpoint`` is that port, in decimal. CURVE encrypts both, and a ZAP thread
-  admits the client keys (``AuthGuard`` throttles addresses that keep failing).
-* ``ipc:///path``: the ROUTER at ``path``, the PUB at ``path.pub`` (the
-  ``pub_endpoint``), both socket files mode 0600 and removed on ``close``; CURVE and
-  ZAP as for tcp. An existing file at either path is never replaced, unless it is a
-  socket nobody listens on any more (libzmq would silently unlink it, whatever it is).
+  free one from ``port`` on). CURVE encrypts, and a ZAP thread admits the client
+  keys (``AuthGuard`` throttles addresses that keep failing).
+* ``ipc:///path``: the ROUTER at ``path``, a socket file mode 0600 removed on
+  ``close``; CURVE and ZAP as for tcp. An existing file at the path is never
+  replaced, unless it is a socket nobody listens on any more (libzmq would silently
+  unlink it, whatever it is).
 * ``inproc://name``: both ends share the process-wide context
   (``zmq.Context.instance()``, never terminated here); no CURVE and no ZAP, since
-  the frames never leave the process; the PUB at ``name.pub``. libzmq reports no
-  connection events for inproc, so a closing server tells its clients itself.
+  the frames never leave the process. libzmq reports no connection events for
+  inproc, so a closing server tells its clients itself.
 
 Each transport object is created, used and closed by one thread (ZeroMQ sockets are
 not thread-safe); other threads reach it through ``wake``, which writes to a pipe
@@ -47,7 +46,6 @@ from .zmq_common import (
     HEARTBEAT_TIMEOUT_MS,
     IPC_MODE,
     PORT_SEARCH,
-    PUB_HWM,
     RECV_BATCH,
     REQUEST_HWM,
     SCHEMES,
@@ -62,7 +60,6 @@ __all__ = [
     "HEARTBEAT_TIMEOUT_MS",
     "IPC_MODE",
     "PORT_SEARCH",
-    "PUB_HWM",
     "RECV_BATCH",
     "REQUEST_HWM",
     "SCHEMES",

@@ -1,10 +1,10 @@
-"""The ZeroMQ client transport: a DEALER for requests and a SUB for broadcasts (see ``zeromq``)."""
+"""The ZeroMQ client transport: one DEALER, for requests, replies and publications (see ``zeromq``)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Callable, cast
 
 import zmq
@@ -18,12 +18,10 @@ from .zmq_common import (
     AUTH_FAILURES,
     HANDSHAKE_FAILURES,
     INPROC_PEERS,
-    PUB_HWM,
     RECV_BATCH,
     SCHEMES,
     Socket,
     map_exceptions,
-    no_heartbeats,
     survive_silence,
     timeout_ms,
     tune,
@@ -53,8 +51,6 @@ class ZmqClientTransport:
         self._gone_reported = False
         self._monitor: Socket | None = None
         self._dealer: Socket | None = None
-        self._sub: Socket | None = None
-        self._sub_endpoints: set[str] = set()
         self._waker: Waker | None = None
         self._poller = zmq.Poller()
         with map_exceptions(NotConnected, f"cannot connect to {address.url}", by_errno={}):
@@ -100,36 +96,8 @@ class ZmqClientTransport:
         self._gone = True
         self.wake()
 
-    def _pub_url(self, pub_endpoint: str) -> str:
-        scheme = self._address.scheme
-        if scheme == "tcp":
-            if not (pub_endpoint.isascii() and pub_endpoint.isdigit() and 0 < int(pub_endpoint) <= 65535):
-                raise AddressError(f"{pub_endpoint!r} is not a tcp publication port")
-            return self._address.with_port(int(pub_endpoint)).url
-        if not pub_endpoint or "\0" in pub_endpoint:
-            raise AddressError(f"{pub_endpoint!r} names no {scheme} publication endpoint")
-        if scheme == "ipc" and not pub_endpoint.startswith("/"):
-            raise AddressError(f"{pub_endpoint!r} is not an absolute ipc path")
-        return f"{scheme}://{pub_endpoint}"
-
-    def subscribe(self, pub_endpoint: str, topics: Sequence[bytes]) -> None:
-        """Connect the SUB socket to the server's publication endpoint for these topic prefixes."""
-        url = self._pub_url(pub_endpoint)
-        with map_exceptions(NotConnected, f"cannot subscribe at {url}"):
-            if self._sub is None:
-                sub = self._socket(zmq.SUB)
-                self._sub = sub
-                sub.setsockopt(zmq.RCVHWM, PUB_HWM)
-                no_heartbeats(sub)
-                self._poller.register(sub, zmq.POLLIN)
-            if url not in self._sub_endpoints:
-                self._sub.connect(url)
-                self._sub_endpoints.add(url)
-            for topic in topics:
-                self._sub.setsockopt(zmq.SUBSCRIBE, topic)
-
-    def poll(self, timeout: float | None) -> tuple[bool, bool]:
-        """Wait up to ``timeout`` s; (dealer readable, sub readable). Runs the callbacks."""
+    def poll(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` s; whether frames are waiting. Runs the callbacks."""
         waker = self._waker
         if self._closed or waker is None:
             raise NotConnected(f"the connection to {self._address.url} is closed")
@@ -149,7 +117,7 @@ class ZmqClientTransport:
             callbacks.append(self._on_disconnect)
         for callback in callbacks:  # outside the mapping: the driver's own errors stay its own
             callback()
-        return self._dealer in events, self._sub is not None and self._sub in events
+        return self._dealer in events
 
     def _read_monitor(self, monitor: Socket, callbacks: list[Callable[[], None]]) -> None:
         while True:
@@ -189,19 +157,6 @@ class ZmqClientTransport:
             if len(parts) == 1:
                 yield parts[0]
 
-    def receive_published(self) -> Iterator[list[bytes]]:
-        if self._sub is None:
-            return
-        recv = self._sub.recv_multipart
-        for _ in range(RECV_BATCH):
-            try:
-                parts = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            except zmq.ZMQError as exc:
-                raise NotConnected(f"cannot receive publications: {exc.strerror}") from exc
-            yield parts
-
     def send(self, frame: bytes) -> None:
         if self._gone:
             raise NotConnected(f"the server at {self._address.url} closed")
@@ -227,7 +182,7 @@ class ZmqClientTransport:
         with contextlib.suppress(zmq.ZMQBaseError):
             if self._monitor is not None and self._dealer is not None:
                 self._dealer.disable_monitor()
-        for sock in (self._monitor, self._dealer, self._sub):
+        for sock in (self._monitor, self._dealer):
             if sock is not None:
                 sock.close(0)
         if self._waker is not None:

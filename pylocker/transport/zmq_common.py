@@ -18,9 +18,6 @@ if TYPE_CHECKING:
 
 SCHEMES: Final = ("tcp", "ipc", "inproc")
 PORT_SEARCH: Final = 100
-# Batches queued per subscriber before a slow one starts missing some: with batches of at
-# most ~64 KiB (client.BATCH_BYTES) a stalled subscriber costs the server a few MiB at most.
-PUB_HWM: Final = 100
 REQUEST_HWM: Final = 100_000  # frames waiting on the server's ROUTER
 # Frames the server queues towards one peer: replies, pushes, and the batches addressed to it
 # (each at most ~64 KiB), so a receiver that falls behind holds ~16 MiB of the server at most.
@@ -118,13 +115,6 @@ def survive_silence(sock: Socket, peer_timeout: float | None) -> None:
         timeout = max(HEARTBEAT_TIMEOUT_MS, int(peer_timeout * 1000) + 2 * HEARTBEAT_MS)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout)
         sock.setsockopt(zmq.HEARTBEAT_TTL, min(timeout, 6_553_500))  # the peer's timeout of us, too
-
-
-def no_heartbeats(sock: Socket) -> None:
-    # On a subscription backed up behind megabytes of publications, a PING waits in line
-    # and the peer is timed out and cut, losing what was queued. Liveness is judged on the
-    # request connection (ROUTER/DEALER) anyway.
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 0)
 
 
 def timeout_ms(timeout: float | None) -> int | None:

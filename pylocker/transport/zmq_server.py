@@ -1,4 +1,4 @@
-"""The ZeroMQ server transport: a ROUTER for requests and a PUB for broadcasts (see ``zeromq``)."""
+"""The ZeroMQ server transport: one ROUTER, for requests, replies and publications (see ``zeromq``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Final, cast
 
 import zmq
@@ -27,14 +27,12 @@ from .zmq_common import (
     INPROC_PEERS,
     IPC_MODE,
     PORT_SEARCH,
-    PUB_HWM,
     RECV_BATCH,
     REPLY_HWM,
     REQUEST_HWM,
     SCHEMES,
     Socket,
     map_exceptions,
-    no_heartbeats,
     survive_silence,
     timeout_ms,
     tune,
@@ -86,7 +84,7 @@ MAX_BOUND_KEYS: Final = 100_000  # routing ids remembered with their machine's k
 
 
 class ZmqServerTransport:
-    """ROUTER (requests) + PUB (publications); CURVE servers behind a ZAP check, except inproc."""
+    """A ROUTER: a CURVE server behind a ZAP check, except inproc."""
 
     def __init__(self, address: Address, security: Security, logger: logging.Logger, *,
                  peer_timeout: float | None = None) -> None:
@@ -99,13 +97,11 @@ class ZmqServerTransport:
         # under it. A connection's frames act on its session only under that key.
         self._key_of: dict[bytes, str] | None = None
         self.foreign_frames = 0
-        self._pub_endpoint = ""
         self._secure = address.scheme != "inproc"
         self._closed = False
         self._auth: GuardedAuthenticator | None = None
         self._monitor: Socket | None = None
         self._router: Socket | None = None
-        self._pub: Socket | None = None
         self._waker: Waker | None = None
         self._files: list[tuple[str, int, int]] = []  # ipc socket files: (path, st_dev, st_ino)
         self._inproc_bound = False
@@ -146,25 +142,16 @@ class ZmqServerTransport:
         # lapses and it reconnects; nothing it believes outlives what the server grants.
         router.setsockopt(zmq.SNDHWM, REPLY_HWM)
         router.setsockopt(zmq.RCVHWM, REQUEST_HWM)
-        pub = self._pub = self._socket(zmq.PUB, keys)
-        pub.setsockopt(zmq.SNDHWM, PUB_HWM)
-        no_heartbeats(pub)
         with map_exceptions(ListenError, f"cannot listen at {address.url}"):
             if address.scheme == "tcp":
                 port = _bind_tcp(router, address.host, address.port)
                 self._address = address.with_port(port)
-                self._pub_endpoint = str(_bind_tcp(pub, address.host, 0))
             elif address.scheme == "ipc":
-                self._pub_endpoint = address.path + ".pub"
-                for path in (address.path, self._pub_endpoint):
-                    _refuse_to_replace(path)
+                _refuse_to_replace(address.path)
                 self._bind_ipc(router, address.path)
-                self._bind_ipc(pub, self._pub_endpoint)
             else:
-                self._pub_endpoint = address.path + ".pub"
                 router.bind(address.url)
                 self._inproc_bound = True
-                pub.bind(f"inproc://{self._pub_endpoint}")
         poller = self._poller
         poller.register(router, zmq.POLLIN)
         poller.register(self._waker.fd, zmq.POLLIN)
@@ -195,10 +182,6 @@ class ZmqServerTransport:
     @property
     def address(self) -> Address:
         return self._address
-
-    @property
-    def pub_endpoint(self) -> str:
-        return self._pub_endpoint
 
     def _open_router(self) -> Socket:
         if self._closed or self._router is None:
@@ -293,15 +276,6 @@ class ZmqServerTransport:
             return False
         return True
 
-    def publish(self, frames: Sequence[bytes]) -> None:
-        """Send on the PUB socket; a subscriber past its high-water mark misses it (counted by it)."""
-        if self._pub is None:
-            return
-        try:
-            self._pub.send_multipart(frames, zmq.NOBLOCK, copy=False)
-        except zmq.ZMQError as exc:
-            self._log.warning("publication dropped: %s", exc.strerror)
-
     def wake(self) -> None:
         waker = self._waker
         if waker is not None:
@@ -318,11 +292,10 @@ class ZmqServerTransport:
         if self._inproc_bound:
             # Closing releases an inproc name later, when libzmq's reaper gets to the socket;
             # unbinding releases it now, so a server restarted at the same name can bind.
-            for sock, url in ((self._router, self._address.url), (self._pub, f"inproc://{self._pub_endpoint}")):
-                with contextlib.suppress(zmq.ZMQBaseError):
-                    if sock is not None:
-                        sock.unbind(url)
-        for sock in (self._monitor, self._router, self._pub):
+            with contextlib.suppress(zmq.ZMQBaseError):
+                if self._router is not None:
+                    self._router.unbind(self._address.url)
+        for sock in (self._monitor, self._router):
             if sock is not None:
                 sock.close(0)
         if self._auth is not None:

@@ -129,16 +129,17 @@ def test_traffic_reveals_neither_password_nor_lock_names(serving: ServerLocker) 
         assert needle not in relay.captured
 
 
-def test_the_publication_port_refuses_a_peer_without_curve(serving: ServerLocker) -> None:
-    port = int(serving.node.server.pub_endpoint)
+def test_the_serving_port_answers_no_peer_without_curve(serving: ServerLocker) -> None:
+    # Publications now travel on the request connection: the serving locker's one port.
     context = zmq.Context()
-    plain = context.socket(zmq.SUB)
+    plain = context.socket(zmq.DEALER)
     plain.setsockopt(zmq.LINGER, 0)
-    plain.setsockopt(zmq.SUBSCRIBE, b"")
-    plain.connect(f"tcp://127.0.0.1:{port}")
+    plain.connect(f"tcp://127.0.0.1:{serving.port}")
     try:
         listener = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, connectTimeout=5)
         assert listener.connect("127.0.0.1", serving.port)
+        plain.send(p.encode(p.Hello(1, "plain", "plain", os.getpid())))
+        plain.send(p.encode(p.SubscribeCheck(2)))
         serving.publish_message("for everybody", toSelf=False)
         assert listener.wait_message("for everybody", timeout=10) is not None  # a keyed peer gets it
         assert plain.poll(500) == 0  # the plain one never completes a handshake, so never hears it
@@ -301,7 +302,7 @@ def _fuzz_frames(count: int, seed: int) -> Iterator[list[bytes]]:
                                         p.Heartbeat(1), p.Acquire(rng.randrange(2**20), ["fz"], 0)]))]
         elif shape == 4:  # replies sent as requests, multi-part messages
             yield [p.encode(p.Grant(1, "x", 1)), b"extra"] if rng.random() < 0.5 else \
-                [p.encode(p.Welcome(1, "a", "b", None, None, 1, 1))]
+                [p.encode(p.Welcome(1, "a", "b", None, None, 1))]
         else:  # truncated valid frames, huge declared sizes
             frame = p.encode(p.Acquire(1, ["a", "b"], 1.0))
             yield [rng.choice([frame[: rng.randrange(1, len(frame))], b"\xdb\xff\xff\xff\xff",
