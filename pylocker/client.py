@@ -215,6 +215,7 @@ class Client:
             self._drained.clear()
             if len(pubbox) <= MAX_PENDING and self._pubbox_bytes <= MAX_PENDING_BYTES:
                 break
+            self._check_usable()  # failed since: _fail_all set the event before we cleared it
             self._wake()
             if not self._drained.wait(PUBLISH_WAIT):
                 raise NotConnected(f"receivers have taken no publication for {PUBLISH_WAIT:.0f} s "
@@ -444,6 +445,7 @@ class Client:
     def _fail_all(self, error: PylockerError) -> None:
         if self._failure is None:
             self._failure = error
+        self._drained.set()  # a publisher waiting for room hears of the failure at once
         calls = list(self._calls.values())
         for call in calls:
             if call.reply is None:

@@ -72,8 +72,17 @@ class Flow:
 
     # ---------------------------------------------------------------- receivers
     def add_receiver(self, peer: bytes) -> None:
-        if peer not in self._receivers:
+        """``peer`` receives from now on; again (a new connection): a fresh stream and window.
+
+        What was in flight on its previous connection went with it, credits included:
+        without a fresh window it would never be sent anything again.
+        """
+        receiver = self._receivers.get(peer)
+        if receiver is None:
             self._receivers[peer] = _Receiver()
+            return
+        receiver.in_flight = receiver.sent = 0
+        self.credit(peer, 0)  # send what waited
 
     def remove_receiver(self, peer: bytes) -> None:
         """``peer`` is gone: what waited for it counts as passed on."""

@@ -129,6 +129,7 @@ class Server:
                 waiter.error = NotStarted()
                 waiter.event.set()
             self._waiters.clear()
+            self._acked.notify_all()  # publishers waiting for acknowledgements: stopped now
 
     @property
     def running(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -411,3 +412,21 @@ def test_a_client_whose_lease_lapses_reports_it(server: Server, make_client: Cal
     assert lost_connection.wait_for() == [(True,)]  # lapsed
     with pytest.raises(NotConnected):
         client.acquire(["y"], 0)
+
+
+def test_a_publisher_held_back_by_a_stuck_receiver_hears_at_once_that_the_server_went(
+        server: Server, make_client: Callable[..., Client]) -> None:
+    # Issue 12: a publisher waits while its receivers lag; when the connection goes, it must
+    # be told then, not after PUBLISH_WAIT (30 s).
+    stuck = threading.Event()
+    make_client("b", on_publications=lambda *args: stuck.wait(30) and 0)  # b's I/O thread stalls: no credit
+    a = make_client("a")
+    blocked = Background(lambda: [a.publish(["b-unique"], [item("x" * 60_000)]) for _ in range(2000)])
+    wait_until(lambda: a._pubbox_bytes > 1_000_000)  # a is held back: its window is full
+    assert not blocked.done.is_set()
+    started = time.monotonic()
+    server.stop()
+    with pytest.raises(NotConnected):
+        blocked.result()
+    assert time.monotonic() - started < 10
+    stuck.set()

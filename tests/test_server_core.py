@@ -882,3 +882,18 @@ def test_a_receiver_that_goes_away_lets_its_publishers_go_on() -> None:
     core.tick(3.5)  # B's lease lapsed: it is cut off, and what waited for it is acknowledged
     assert acks(core.take()) == [(A, 10)]
     assert not core.flow.has_receiver(B)
+
+
+def test_a_receiver_that_subscribes_again_starts_a_fresh_stream() -> None:
+    # A reconnection (same routing id, a new connection) loses what was in flight on the
+    # old one, and its credits with it: without a fresh window the receiver would never
+    # be sent anything again, and its publishers would wait forever.
+    core = make_core()
+    receiver(core, A)
+    receiver(core, B)
+    for i in range(WINDOW + 3):
+        _publish(core, A, ["b"], f"m{i}")
+    again = send(core, B, p.SubscribeCheck(100), 1.0)  # B's new connection
+    out = _publish(core, A, ["b"], "after")
+    befores = [d.before for _, d in delivered(again)] + [d.before for _, d in delivered(out)]
+    assert befores == [0, 1, 2, 3]  # the 3 that waited, then the new one, numbered afresh
