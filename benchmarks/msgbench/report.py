@@ -10,6 +10,14 @@ from .suite import STREAMS
 DASH = "\u2013"  # what a table cell shows for "no figure"
 PEERS = [("pylocker", "pylocker"), ("floor", "credit floor (raw pyzmq)"), ("nats", "NATS core (nats-py)"),
          ("redis", "Redis pub/sub")]
+HOW = {
+    "pylocker": "serving locker, publisher and receivers in processes of their own; lossless (the default); "
+                "receivers consume with pop_message (wait_message when empty), mailbox raised above the stream",
+    "floor": "ROUTER publisher -> DEALER receivers, one frame per message, credit window 1,000 messages "
+             "handed back 100 at a time; no encryption",
+    "nats": "nats-py publish per message, subscriber callback, default limits; at most once",
+    "redis": "PUBLISH pipelined 1,000 at a time, pubsub get_message; at most once",
+}
 LABELS = {"call": "per call", "bulk": f"bulk ({BULK:,}/call)"}
 
 
@@ -134,6 +142,10 @@ def render_markdown(res: dict[str, Any], goals: list[dict[str, Any]]) -> str:
     lines += ["", "## Peers", ""]
     for peer, label in PEERS:
         info = res.get("peers", {}).get(peer, {})
-        note = (info.get("skipped") and f"skipped: {info['skipped']}") or info.get("error") or info.get("setup", "")
+        if "skipped" in info:
+            note = f"skipped: {info['skipped']}"
+        else:
+            note = "; ".join(x for x in (HOW[peer], info.get("setup"), info.get("error") and f"error: {info['error']}")
+                             if x)
         lines.append(f"- **{label}**: {note}")
     return "\n".join(lines) + "\n"

@@ -41,7 +41,7 @@ def start_nats(workdir: Path) -> Started:
     exe = shutil.which("nats-server")
     if exe is None:
         return None, 0, "nats-server is not installed (Debian: apt-get install nats-server)"
-    client = _importable("import nats; print(getattr(nats, '__version__', '?'))")
+    client = _importable("import nats; from importlib.metadata import version; print(version('nats-py'))")
     if client is None:
         return None, 0, "nats-py is not importable (pip install nats-py)"
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout.strip()
