@@ -97,7 +97,7 @@ def _cell(res: dict[str, Any], peer: str, key: str) -> str:
     if "error" in peer_res:
         return "error"
     found, exact = figure(res, peer, key)
-    if found is None:
+    if found is None or (peer == "pylocker" and not exact):  # ours: only the figure itself
         return DASH
     mark = "" if exact else " \u2020"
     return f"{_num(found['goodput'])}/s, lost {found['lost']:,}{mark}"
