@@ -309,3 +309,48 @@ def test_a_receiver_frozen_past_its_lease_is_cut_off_and_the_publisher_goes_on(s
             carol.stop()
     assert cut_off_in_time, "the publisher waited for a receiver past its lease"
     assert carol_got == 30_000  # the others lost nothing
+
+
+def test_publishers_and_receivers_go_on_across_a_failover(server_file: str) -> None:
+    # Credit and acknowledgements live in the serving locker: when it dies mid-stream, a
+    # publisher held back by its window must not wait forever, and the stream must resume
+    # through the successor (what was in flight at the dead server may be lost).
+    path = server_file + "-2"
+    first_ready, first_done = SPAWN.Queue(), SPAWN.Event()
+    first = SPAWN.Process(target=_workers.serve, args=(path, first_ready, first_done, {"reconnect": True}))
+    first.start()
+    second_ready, second_done = SPAWN.Queue(), SPAWN.Event()
+    second = None
+    try:
+        first_pid, _ = first_ready.get(timeout=30)
+        second = SPAWN.Process(target=_workers.serve, args=(path, second_ready, second_done, {"reconnect": True}))
+        second.start()
+        second_ready.get(timeout=30)  # connected to the first, ready to take over
+        alice = Agent(path, "alice", reconnect=True)
+        bob = Agent(path, "bob", reconnect=True, mailbox_size=1_000_000)
+        try:
+            kill = threading.Timer(1.0, os.kill, (first_pid, signal.SIGKILL))
+            kill.start()
+            started = time.monotonic()
+            alice.publish_many(20_000, receivers=[bob.unique_name], toSelf=False, padding=1000)
+            kill.join()
+            assert time.monotonic() - started < 50, "the publisher was held back past the failover"
+            deadline = time.monotonic() + 30
+            for attempt in range(300):
+                alice.publish_message(f"after-{attempt}", receivers=[bob.unique_name], toSelf=False)
+                if bob.wait_message(f"after-{attempt}", timeout=0.2) is not None:
+                    break
+                assert time.monotonic() < deadline, "the stream never resumed after the failover"
+        finally:
+            alice.stop()
+            bob.stop()
+    finally:
+        # Not first_done.set(): a process killed while waiting on an Event leaves it unusable.
+        if second is not None:
+            second_done.set()
+            second.join(20)
+        for process in (first, second):
+            if process is not None and process.is_alive():
+                process.kill()
+            if process is not None:
+                process.join(5)
