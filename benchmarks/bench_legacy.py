@@ -252,7 +252,7 @@ def run_worker(python: str, impl: str, task: str, timeout: float, **kwargs: Any)
     tmp = tempfile.mkdtemp(prefix=f"bench-legacy-{impl}-")
     kwargs["tmp"] = tmp
     cmd = [python, str(Path(__file__).resolve()), "--worker", impl, task, json.dumps(kwargs)]
-    proc = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+    proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
@@ -273,12 +273,12 @@ def run_worker(python: str, impl: str, task: str, timeout: float, **kwargs: Any)
 def old_pylocker_python(workdir: str, wheels: str | None) -> tuple[str | None, str]:
     """Create a venv with pylocker==3.1.0; return its python (or None) and a note."""
     venv = os.path.join(workdir, "pylocker-3.1.0-venv")
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True)  # noqa: S603
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True)
     python = os.path.join(venv, "bin", "python")
     cmd = [python, "-m", "pip", "install", "-q", "pylocker==3.1.0"]
     if wheels:
         cmd[4:4] = ["--find-links", wheels]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         return None, f"pip install pylocker==3.1.0 failed: {done.stderr.strip()[-200:]}"
     return python, "installed in " + venv

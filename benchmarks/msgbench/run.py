@@ -1,0 +1,126 @@
+"""One run of the suite: the selected peers in turn, then ``messages.json`` and ``messages.md``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .common import FULL_COUNT, PAYLOAD, QUICK_COUNT, QUIET
+from .process import BenchError, Worker, say, stop_pid
+from .report import evaluate_goals, render_markdown
+from .servers import Started, start_nats, start_redis
+from .suite import Suite
+
+
+def _revision(code: Path) -> str:
+    """The measured tree's commit, and whether pylocker/ differs from it (merges land under a running suite)."""
+
+    def git(*words: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(code), *words], capture_output=True, text=True,
+                                  check=False, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") if (code / ".git").exists() else ""
+    if not commit:
+        return f"{code} (not a git checkout)"
+    if git("status", "--porcelain", "--", "pylocker"):
+        return f"{commit} plus uncommitted changes in pylocker/"
+    return commit
+
+
+def _meta(args: argparse.Namespace, count: int) -> dict[str, Any]:
+    import zmq
+
+    cpu_model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"when": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "count": count, "payload": len(PAYLOAD),
+            "quiet": QUIET, "cpus": os.cpu_count(), "cpu_model": cpu_model, "python": platform.python_version(),
+            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "git": _revision(Path(args.code).resolve()),
+            "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure the peers ``args.only`` selects and write ``messages.json`` and ``messages.md``."""
+    only = args.only.split(",")
+    count = args.count or (QUICK_COUNT if args.quick else FULL_COUNT)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="pylocker-msgbench-"))
+    suite = Suite(count, workdir, str(Path(args.code).resolve()), [w for w in args.streams.split(",") if w])
+    res: dict[str, Any] = {"meta": _meta(args, count), "peers": {}}
+    started = time.monotonic()
+    daemons: list[subprocess.Popen[bytes]] = []
+
+    def peer(name: str, daemon: Callable[[Path], Started] | None = None) -> None:
+        if name not in only:
+            res["peers"][name] = {"skipped": "not selected (--only)"}
+            return
+        t = time.monotonic()
+        entry: dict[str, Any] = {}
+        try:
+            conn: dict[str, Any] = {}
+            if daemon is not None:
+                proc, port, note = daemon(workdir)
+                if proc is None:
+                    say(f"{name} skipped: {note}")
+                    res["peers"][name] = {"skipped": note}
+                    return
+                daemons.append(proc)
+                conn, entry["setup"] = {"port": port}, note
+            entry["streams"] = suite.run_peer(name, conn)
+        except (BenchError, OSError, subprocess.SubprocessError) as exc:
+            say(f"{name} failed: {exc}")
+            entry["error"] = str(exc).splitlines()[0]
+            entry["error_detail"] = str(exc)
+        finally:
+            Worker.stop_all()
+            for proc in daemons:
+                stop_pid(proc)
+            daemons.clear()
+        entry["seconds"] = round(time.monotonic() - t, 1)
+        res["peers"][name] = entry
+        say(f"{name} done in {entry['seconds']} s")
+
+    try:
+        peer("floor")
+        peer("pylocker")
+        peer("nats", start_nats)
+        peer("redis", start_redis)
+    finally:
+        Worker.stop_all()
+        for proc in daemons:
+            stop_pid(proc)
+    res["meta"]["loadavg_after"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    res["meta"]["total_s"] = round(time.monotonic() - started, 1)
+    after = _revision(Path(args.code).resolve())
+    if after != res["meta"]["git"]:  # the tree changed under the run: its figures mix two versions
+        res["meta"]["git"] += f" at the start, {after} at the end (the tree changed during the run)"
+        say(f"pylocker changed during the run: {res['meta']['git']}")
+    goals = evaluate_goals(res)
+    res["goals"] = goals
+    (out_dir / "messages.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    (out_dir / "messages.md").write_text(render_markdown(res, goals))
+    if args.keep:
+        say(f"worker logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    say(f"done in {res['meta']['total_s']} s: {out_dir / 'messages.md'}")
+    sys.stdout.write((out_dir / "messages.md").read_text())
+    return 0
