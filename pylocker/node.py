@@ -10,11 +10,10 @@ Roles (``Role``)::
 Whatever the role, the node talks to the lock service through one ``Link`` (the
 in-process ``Server``, or a ``Client``), so nothing above it asks which role it plays.
 
-Failover: when the link is lost, a failover thread re-runs the election (or
-reconnects by address) and re-claims every lock this locker still believes it
-holds, with its lock id and fencing token. Belief ends with the client's lease
-clock (``Client.valid_until``): a lock not re-claimed by then is reported lost,
-since the new server may grant it to another after a lease.
+Failover: when the link is lost, a failover thread re-runs the election (or reconnects
+by address) and re-claims every lock still believed held, with its id and fencing token.
+Belief ends with the client's lease clock (``Client.valid_until``): a lock not re-claimed
+by then is reported lost, since the new server may grant it to another after a lease.
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ from .transport.address import Address
 log = logging.getLogger(__name__)
 
 MIN_GRACE: Final = 2.0  # seconds a new server waits at least for the previous clients' re-claims
-RETRY_FIRST: Final = 0.01  # seconds between election attempts, doubling up to RETRY_MAX
-RETRY_MAX: Final = 0.1
+RETRY_FIRST, RETRY_MAX = 0.01, 0.1  # seconds between election attempts, doubling up to RETRY_MAX
 SUCCESSOR_WAIT: Final = 0.5  # a failing-over client waits this long for a successor's fingerprint
 FAILOVER_CONNECT: Final = 1.0  # seconds one failover attempt waits for a server's answer
 
@@ -217,9 +215,8 @@ class LockerNode:
             self._set_role(Role.STOPPED)
         self._stopped.set()
         if link is not None:
-            # A serving locker leaves the server file: it names the clients still connected,
-            # so that a successor gives them a grace period to re-claim their locks. It says
-            # it stopped, so that its live process is not taken for a server that still runs.
+            # A serving locker leaves the server file naming its clients (a successor gives them a
+            # grace period), and says it stopped (its live process is not a server that still runs).
             if isinstance(link, Server) and self.fingerprint is not None:
                 self._publish_fingerprint(self.fingerprint._replace(timestamp=time.time(), stopped=True))
             link.close()
@@ -397,11 +394,14 @@ class LockerNode:
     # ------------------------------------------------------------ connecting
     def _open_client(self, address: Address, timeout: float) -> Client:
         config = self.config
+        made: list[Client] = []  # the client, for its own connection-lost callback
         client = Client(address, config.security(), name=config.name,
                         unique_name=self.unique_name, on_lost=self._lost, on_publications=self.inbox.deliver,
-                        on_connection_lost=self._connection_lost, subscribe=config.receive_messages,
+                        on_connection_lost=lambda lapsed: self._connection_lost(lapsed, *made[:1]),
+                        subscribe=config.receive_messages,
                         request_ids=self._request_ids, routing_id=self._routing_id,
                         peer_timeout=2 * (config.lease or DEFAULT_LEASE))  # the server's lease may be longer
+        made.append(client)
         welcome = client.connect(timeout, fresh=self._fresh_session)
         self._fresh_session = False
         with self._role_lock:
@@ -413,9 +413,10 @@ class LockerNode:
         return client
 
     # -------------------------------------------------------------- failover
-    def _connection_lost(self, lapsed: bool) -> None:
-        # Runs on the lost client's I/O thread: hand the work to a failover thread.
-        link = self._link
+    def _connection_lost(self, lapsed: bool, source: Link | None = None) -> None:
+        link = self._link  # (on the lost client's I/O thread: the work goes to a failover thread)
+        if source is not None and link is not None and source is not link:
+            return  # a connection already replaced, telling late: our locks are on the new one
         if lapsed:
             self._believe_until = 0.0  # nothing held through the lapsed link is ours any more
             self._lose_all("lease")

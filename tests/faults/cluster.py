@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,6 +147,17 @@ class Cluster:
             if worker.proxy is not None and worker.alive:
                 worker.proxy.heal()
 
+    def _dump_stacks(self, worker: Worker) -> None:
+        """Where a worker that did not stop is stuck: its threads' stacks, if py-spy is installed."""
+        spy = shutil.which("py-spy")
+        if spy is None:
+            return
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            dump = subprocess.run([spy, "dump", "--pid", str(worker.pid)], capture_output=True, text=True,
+                                  timeout=20, check=False)
+            with open(os.path.join(self.directory, f"{worker.name}.stacks"), "w", encoding="utf-8") as handle:
+                handle.write(dump.stdout + dump.stderr)
+
     def stop_role(self, role: str, timeout: float) -> list[str]:
         """Ask every ``role`` worker to stop; -9 those still running after ``timeout``; names killed."""
         self.heal()
@@ -157,6 +169,7 @@ class Cluster:
                 worker.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 killed.append(worker.name)
+                self._dump_stacks(worker)
                 self.signal(worker, signal.SIGKILL)
         return killed
 
