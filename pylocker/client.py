@@ -100,6 +100,7 @@ class Client:
         # Publications wait here while the server has PUBLISH_WINDOW of ours unacknowledged.
         self._pubbox: collections.deque[_Publication] = collections.deque()
         self._pubbox_bytes = 0
+        self._lapsed = False  # the lease lapsed: to tell the locker outside our lock
         self._drained = threading.Event()
         self._running = False
         self._failure: PylockerError | None = None
@@ -351,6 +352,10 @@ class Client:
                             self._outbox.extend(sends)
                         if events:
                             self._deliver(events)
+                    if self._lapsed:
+                        self._lapsed = False
+                        if self._on_connection_lost is not None:
+                            self._on_connection_lost(True)
                 self._flush(transport)
                 if not self._running and not self._outbox:
                     break
@@ -383,7 +388,11 @@ class Client:
             elif isinstance(event, LeaseLapsed):
                 log.error("the serving locker at %s has not answered for a lease: our locks are lost",
                           self.address)
-                self._lose_connection(event.reason, lapsed=True)
+                # The locker hears of it once our lock is released (_run): it takes its own
+                # locks, and its failover thread may be waiting for ours (a deadlock, seen).
+                self._fail_all(NotConnected(event.reason))
+                self._running = False
+                self._lapsed = True
             elif isinstance(event, Refused):
                 log.warning("the serving locker refused a request (code %d): %s", event.code, event.detail)
             elif isinstance(event, BadFrame):
