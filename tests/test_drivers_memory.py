@@ -430,3 +430,43 @@ def test_a_publisher_held_back_by_a_stuck_receiver_hears_at_once_that_the_server
         blocked.result()
     assert time.monotonic() - started < 10
     stuck.set()
+
+
+def test_a_lapse_is_reported_outside_the_client_lock(address: Address, security: Security) -> None:
+    # A deadlock the fault-injection suite found (seed 101): the locker's failover thread,
+    # holding the locker's lock, waited on a call, while the connection's I/O thread, holding
+    # the client lock, reported its lapse into the locker, which wanted the locker's lock.
+    log = logging.getLogger("pylocker.test.drivers")
+    served = MemoryTransport().listen(address, security, log)  # a server that says hello, then nothing
+    locker_lock = threading.Lock()
+    lost = threading.Event()
+
+    def connection_lost(lapsed: bool) -> None:
+        with locker_lock:  # what the node does: take its own lock
+            lost.set()
+
+    def answer_hello() -> None:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if served.poll(0.05):
+                for peer, frames in served.receive():
+                    message = p.decode(frames[0])
+                    if isinstance(message, p.Hello):
+                        served.send(peer, p.encode(p.Welcome(message.request_id, "s", "s", None, 0.5, 1)))
+                        return
+
+    helper = threading.Thread(target=answer_hello)
+    helper.start()
+    client = Client(address, security, name="c", unique_name="c-unique", subscribe=False,
+                    on_connection_lost=connection_lost)
+    try:
+        client.connect(WAIT)
+        helper.join(WAIT)
+        with locker_lock:  # as the failover thread holds the node's lock during a call
+            waiting = Background(lambda: client.acquire(["x"], 2.0))
+            with pytest.raises(NotConnected):
+                waiting.result()  # the lapse (0.45 s) fails the call: not a deadlock
+        assert lost.wait(WAIT)
+    finally:
+        client.close(say_bye=False)
+        served.close()
