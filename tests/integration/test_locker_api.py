@@ -254,6 +254,8 @@ def test_operations_on_a_lost_lock_say_it_was_lost(make_locker: Any) -> None:
     with pytest.raises(LockLost) as lost:
         with lock:
             wait_for(lambda: not lock.is_acquired)  # maxLockTime takes it during the block
+            # is_acquired reads the client's clock; the loss is recorded by its timer, a tick later.
+            wait_for(lambda: client.lost_reason(lock.lock_id) is not None)
     assert lost.value.reason == "maxLockTime" and client.lost_reason(lost.value.lock_id) == "maxLockTime"
     ok, lock_id = server.acquire_lock("a", timeout=1)
     assert ok
