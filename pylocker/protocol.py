@@ -276,6 +276,44 @@ _TYPE_CODES: Final = {cls: code for code, (cls, _) in _SCHEMAS.items()}
 REQUESTS: Final = (Hello, Acquire, Release, Cancel, Heartbeat, Bye, Publish, SubscribeCheck, Reclaim,
                    ReclaimDone, Credit)
 
+def _fast_acquire(frame: list[Any]) -> Acquire | None:
+    # The same checks as the schema's, inlined: acquire and release are most of the traffic.
+    if len(frame) != 5:
+        return None
+    _, _, request_id, names, timeout = frame
+    if not (type(request_id) is int and 0 <= request_id <= MAX_ID and type(names) is list
+            and 0 < len(names) <= MAX_NAMES and (timeout is None or _seconds(timeout))):
+        return None
+    for name in names:
+        if not (type(name) is str and 0 < len(name) <= MAX_NAME_LEN):
+            return None
+    return Acquire(request_id, names, timeout)
+
+
+def _fast_release(frame: list[Any]) -> Release | None:
+    if len(frame) != 4:
+        return None
+    _, _, request_id, lock_id = frame
+    if type(request_id) is int and 0 <= request_id <= MAX_ID and type(lock_id) is str and len(lock_id) <= MAX_TEXT:
+        return Release(request_id, lock_id)
+    return None
+
+
+def _fast_grant(frame: list[Any]) -> Grant | None:
+    if len(frame) != 5:
+        return None
+    _, _, request_id, lock_id, token = frame
+    if (type(request_id) is int and 0 <= request_id <= MAX_ID and type(lock_id) is str
+            and len(lock_id) <= MAX_TEXT and type(token) is int and 0 <= token <= MAX_ID):
+        return Grant(request_id, lock_id, token)
+    return None
+
+
+_FAST: Final[dict[Any, Callable[[list[Any]], Message | None]]] = {
+    2: _fast_acquire, 3: _fast_release, 65: _fast_grant,
+}
+
+
 def encode(message: Message) -> bytes:
     """Serialise one message; raises LocalProtocolError for a type not on the wire."""
     code = _TYPE_CODES.get(type(message))
@@ -296,6 +334,11 @@ def decode(data: bytes) -> Message:
         raise RemoteProtocolError("a frame must be an array [version, type, request_id, ...]")
     if frame[0] != VERSION or type(frame[0]) is not int:
         raise RemoteProtocolError(f"unsupported protocol version {frame[0]!r}")
+    fast = _FAST.get(frame[1]) if type(frame[1]) is int else None
+    if fast is not None:
+        message = fast(frame)
+        if message is not None:
+            return message  # else: the generic checks below say what is wrong
     schema = _SCHEMAS.get(frame[1]) if type(frame[1]) is int else None
     if schema is None:
         raise RemoteProtocolError(f"unknown message type {frame[1]!r}")

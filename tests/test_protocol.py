@@ -70,6 +70,20 @@ def test_random_msgpack_frames_only_raise_remote_protocol_errors(fields: list, k
     assert p.decode(p.encode(message)) == message  # whatever passed the checks is a well-formed message
 
 
+@settings(max_examples=300)
+@given(st.lists(msgpack_values | st.lists(st.text(max_size=3), max_size=3), max_size=4), st.sampled_from([2, 3, 65]))
+def test_the_fast_paths_accept_exactly_what_the_schemas_accept(fields: list, kind: int) -> None:
+    # Acquire, Release and Grant skip the generic loop: their inlined checks must be the schema's.
+    cls, checks = p._SCHEMAS[kind]
+    valid = len(fields) == len(checks) and all(check(value) for check, value in zip(checks, fields))
+    frame = msgpack.packb([p.VERSION, kind, *fields])
+    if valid:
+        assert p.decode(frame) == cls(*fields)
+    else:
+        with pytest.raises(RemoteProtocolError):
+            p.decode(frame)
+
+
 @pytest.mark.parametrize("frame", [
     [1, 2, 1, ["a"], 1.0],                 # wrong version
     [2, 2, -1, ["a"], 1.0],                # negative request id
@@ -81,6 +95,11 @@ def test_random_msgpack_frames_only_raise_remote_protocol_errors(fields: list, k
     [2, 2, 1, ["a"], -1],
     [2, 2, 1, ["a"], True],
     [2, 2, 1, ["a"]],                      # missing field
+    [2, 2, 1, ["a", 7], 1.0],              # a name that is not text
+    [2, 3, 1, 5],                          # a lock id that is not text
+    [2, 3, True, "lock"],                  # a request id that is a bool
+    [2, 65, 1, "lock", -1],                # a negative token
+    [2, [2], 1, ["a"], 1.0],               # an unhashable type
     [2, 99, 1],                            # unknown type
     {"v": 1},
 ])

@@ -6,8 +6,9 @@ A transport moves opaque frames between one serving locker and its clients:
   kept in order per connection, as ZeroMQ's ROUTER/DEALER pair does;
 * broadcasts on a publish channel that clients subscribe to by topic prefix.
 
-Every object here is used by one thread at a time (the driver's I/O thread),
-except ``wake``, which any thread may call to end a ``poll`` early. Failures
+Every object here is used by one thread at a time (a driver serialises its
+threads with a lock), except ``wake``, which any thread may call to end a
+``poll`` early, and a client's ``wait``, which may run beside that one thread. Failures
 cross this boundary as pylocker errors only (``NotConnected``, ``ListenError``,
 ``AddressError``); no transport library exception escapes.
 """
@@ -61,6 +62,14 @@ class ClientTransport(Protocol):
 
     def poll(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` s (None: forever) for input or a wake; True if frames wait."""
+
+    def wait(self, timeout: float | None, data: bool = True) -> bool:
+        """Wait up to ``timeout`` s for input or a wake *without using the connection*; whether one came.
+
+        Safe while another thread polls, sends and receives on it (the connecting driver's
+        callers do their own round trips); consumes nothing: ``poll`` afterwards says what came.
+        ``data`` False: wait for a wake only.
+        """
 
     def receive(self) -> Iterator[bytes]:
         """Frames from the server on the request channel, a bounded batch."""

@@ -250,6 +250,14 @@ class MemoryClientTransport:
             self._on_disconnect()
         return readable
 
+    def wait(self, timeout: float | None, data: bool = True) -> bool:
+        """Wait up to ``timeout`` s for input, a wake or a disconnect (``data`` False: a wake); consumes nothing."""
+        def news() -> bool:
+            return self._closed or (self._has_news() if data else self._woken)
+
+        with self._cond:
+            return self._cond.wait_for(news, timeout)
+
     def receive(self) -> Iterator[bytes]:
         for _ in range(RECV_BATCH):
             with self._cond:

@@ -53,6 +53,8 @@ class ZmqClientTransport:
         self._dealer: Socket | None = None
         self._waker: Waker | None = None
         self._poller = zmq.Poller()
+        self._idle_poller: zmq.Poller | None = None  # the raw descriptors, for ``wait``
+        self._wake_poller: zmq.Poller | None = None  # the waker's alone
         with map_exceptions(NotConnected, f"cannot connect to {address.url}", by_errno={}):
             self._context: zmq.Context[Socket] = zmq.Context() if self._secure else zmq.Context.instance()
         try:
@@ -70,14 +72,20 @@ class ZmqClientTransport:
         dealer.setsockopt(zmq.SNDHWM, 0)
         dealer.setsockopt(zmq.RECONNECT_IVL, 50)
         dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        poller = self._poller
+        poller, idle = self._poller, zmq.Poller()
         poller.register(dealer, zmq.POLLIN)
         poller.register(self._waker.fd, zmq.POLLIN)
+        idle.register(cast(int, dealer.get(zmq.FD)), zmq.POLLIN)
+        idle.register(self._waker.fd, zmq.POLLIN)
         if self._secure:
             self._monitor = dealer.get_monitor_socket(HANDSHAKE_FAILURES | zmq.EVENT_DISCONNECTED)
             poller.register(self._monitor, zmq.POLLIN)
+            idle.register(cast(int, self._monitor.get(zmq.FD)), zmq.POLLIN)
         else:
             INPROC_PEERS.add(self._address.path, self)
+        self._idle_poller = idle
+        self._wake_poller = zmq.Poller()
+        self._wake_poller.register(self._waker.fd, zmq.POLLIN)
         with map_exceptions(NotConnected, f"cannot connect to {self._address.url}"):
             dealer.connect(self._address.url)
 
@@ -118,6 +126,20 @@ class ZmqClientTransport:
         for callback in callbacks:  # outside the mapping: the driver's own errors stay its own
             callback()
         return self._dealer in events
+
+    def wait(self, timeout: float | None, data: bool = True) -> bool:
+        """Wait up to ``timeout`` s on the sockets' descriptors alone (no ZeroMQ call on them).
+
+        ZeroMQ's descriptors signal that a socket's state may have changed (edge-triggered):
+        whoever next takes the socket reads it until it says nothing waits.
+        """
+        poller = self._idle_poller if data else self._wake_poller
+        if self._closed or poller is None:
+            raise NotConnected(f"the connection to {self._address.url} is closed")
+        try:
+            return bool(poller.poll(timeout_ms(timeout)))
+        except zmq.ZMQError as exc:
+            raise NotConnected(f"the connection's sockets failed: {exc.strerror}") from exc
 
     def _read_monitor(self, monitor: Socket, callbacks: list[Callable[[], None]]) -> None:
         while True:
