@@ -376,30 +376,28 @@ class Server:
         self._transport = transport
         self.address = transport.address
         self._started.set()
-        clock = self._clock
+        clock, core = self._clock, self._core
         next_tick = clock() + TICK
+        batch: list[tuple[bytes, list[bytes]]] = []
         try:
             while self._running:
                 now = clock()
-                with self._mutex:  # one visit per loop: apply what is due, learn the next deadline
-                    self._core.tick(now)
-                    events = self._collect()
-                    deadline = self._core.next_deadline()
-                    wake_at = next_tick if deadline is None else min(deadline, next_tick)
-                    self._planned_wake = wake_at
-                self._after(events)
-                self._flush(transport)
-                if transport.poll(max(0.0, wake_at - now)):
-                    batch = list(transport.receive())
-                    with self._mutex:
-                        now = clock()
-                        receive = self._core.receive
+                # One visit per wake-up: what came (it renews leases first), what is due, the
+                # next deadline; then every reply of the batch leaves in one flush.
+                with self._mutex:
+                    if batch:
+                        receive = core.receive
                         for peer, frames in batch:
                             receive(peer, frames, now)
-                        events = self._collect()
+                    core.tick(now)
+                    events = self._collect()
+                    deadline = core.next_deadline()
+                    wake_at = next_tick if deadline is None else min(deadline, next_tick)
+                    self._planned_wake = wake_at
+                if events:
                     self._after(events)
-                    self._flush(transport)  # replies leave before the next deadline bookkeeping
-                now = clock()
+                self._flush(transport)
+                batch = list(transport.receive()) if transport.poll(max(0.0, wake_at - now)) else []
                 if now >= next_tick:
                     next_tick = now + TICK
                     if self._on_tick is not None:

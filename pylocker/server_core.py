@@ -31,7 +31,7 @@ Rules kept here (the lock rules themselves live in ``table.py``):
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Final, NamedTuple, Union
+from typing import Any, Callable, Final, NamedTuple, Union, cast
 
 from . import protocol as p
 from .errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED, RemoteProtocolError
@@ -370,16 +370,18 @@ class ServerCore:
     # -------------------------------------------------------------------- time
     def tick(self, now: float) -> None:
         """Apply every deadline due at ``now``, and forget clients whose lease lapsed."""
-        if self.table.next_deadline() is not None:
-            effects = self.table.expire(now)
-            if effects:
-                self._apply(effects)
-        if self.table.lease is not None:
-            lapsed = [peer for peer in self._clients if not self.table.is_leased(peer)]
+        table = self.table
+        deadline = table.next_deadline()
+        if deadline is None or deadline > now:
+            return  # the cheap answer to every wake-up: nothing is due
+        effects = table.expire(now)
+        if effects:
+            self._apply(effects)
+        if table.lapsed:  # only the table's lease clock ends a lease (forget() unbinds itself)
+            lapsed, table.lapsed = table.lapsed, []
             for peer in lapsed:
-                self._unbind(peer)
-            if lapsed:
-                self._clients_dirty = True
+                self._unbind(cast(bytes, peer))
+            self._clients_dirty = True
 
     def next_deadline(self) -> float | None:
         return self.table.next_deadline()

@@ -145,6 +145,7 @@ class LockTable:
         # the order they were taken, whatever the interpreter's hash seed.
         self._by_owner: dict[Owner, dict[str, None]] = {}
         self._lease_expiry: dict[Owner, float] = {}
+        self.lapsed: list[Owner] = []  # owners whose lease ran out, for the caller to take
         self._heap: list[tuple[float, int, int, object]] = []
         self._heap_seq = 0
 
@@ -302,6 +303,7 @@ class LockTable:
                 if expiry > now:
                     self._schedule(expiry, _LEASE, key)
                 else:
+                    self.lapsed.append(key)
                     out.extend(self.drop_owner(key, now, REASON_LEASE))
         return out
 

@@ -16,8 +16,10 @@ from .base import Security
 from .waker import Waker
 from .zmq_common import (
     AUTH_FAILURES,
+    EVENTS,
     HANDSHAKE_FAILURES,
     INPROC_PEERS,
+    POLLIN,
     RECV_BATCH,
     SCHEMES,
     Socket,
@@ -169,7 +171,7 @@ class ZmqClientTransport:
         for _ in range(RECV_BATCH):
             try:
                 # Asking ZMQ_EVENTS costs less than the zmq.Again a blind recv raises at the end.
-                if not cast(int, events(zmq.EVENTS)) & zmq.POLLIN:
+                if not cast(int, events(EVENTS)) & POLLIN:
                     return
                 parts = recv(zmq.NOBLOCK)
             except zmq.Again:

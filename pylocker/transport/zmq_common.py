@@ -23,6 +23,9 @@ REQUEST_HWM: Final = 100_000  # frames waiting on the server's ROUTER
 # (each at most ~64 KiB), so a receiver that falls behind holds ~16 MiB of the server at most.
 # A grant that finds the queue full is undone by the server (ServerCore.undeliverable).
 REPLY_HWM: Final = 250
+# Plain ints: pyzmq's enum flags cost microseconds per ``&``, and these are asked for every frame.
+EVENTS: Final = int(zmq.EVENTS)
+POLLIN: Final = int(zmq.POLLIN)
 RECV_BATCH: Final = 256
 HEARTBEAT_MS: Final = 1000
 HEARTBEAT_TIMEOUT_MS: Final = 4000

@@ -22,10 +22,12 @@ from .keys import CurveKeys
 from .waker import Waker
 from .zap import AuthGuard, GuardedAuthenticator
 from .zmq_common import (
+    EVENTS,
     FAILURE_LOG_INTERVAL,
     HANDSHAKE_FAILURES,
     INPROC_PEERS,
     IPC_MODE,
+    POLLIN,
     PORT_SEARCH,
     RECV_BATCH,
     REPLY_HWM,
@@ -230,7 +232,7 @@ class ZmqServerTransport:
         for _ in range(RECV_BATCH):
             try:
                 # Asking ZMQ_EVENTS costs less than the zmq.Again a blind NOBLOCK recv raises at the end.
-                if not cast(int, events(zmq.EVENTS)) & zmq.POLLIN:
+                if not cast(int, events(EVENTS)) & POLLIN:
                     return
                 parts = recv(zmq.NOBLOCK)
             except zmq.ZMQError as exc:
@@ -245,7 +247,7 @@ class ZmqServerTransport:
         """
         for _ in range(RECV_BATCH):
             try:
-                if not cast(int, router.get(zmq.EVENTS)) & zmq.POLLIN:
+                if not cast(int, router.get(EVENTS)) & POLLIN:
                     return
                 parts = router.recv_multipart(zmq.NOBLOCK, copy=False)
                 key = str(parts[-1].get("User-Id"))
