@@ -289,25 +289,43 @@ class Connection:
         if self._outbox or (len(self._pubbox) and core.can_publish):
             timeout = 0.0
         frames = list(transport.receive()) if transport.poll(timeout) else []
-        self._feed(frames, deadline)
+        self._feed(transport, frames)
         self._flush(transport)
 
-    def _feed(self, frames: list[bytes], deadline: float | None) -> None:
-        now = self._clock()
-        due = self._running and deadline is not None and now >= deadline
-        if not (frames or due):
-            return
+    def _feed(self, transport: ClientTransport, frames: list[bytes]) -> None:
+        """Act on what came, frame by frame, and on the core's clock when it is due.
+
+        A batch of publications can take long to store: the clock is looked at after each
+        frame, and a heartbeat that falls due meanwhile leaves at once (a receiver busy with
+        a backlog once sent none for 3.6 s, and its lease ran out).
+        """
+        core, clock = self._core, self._clock
+        for frame in frames:
+            with self._lock:
+                core.receive(frame, clock())
+                self._take_output()
+            self._tick_if_due(transport)
+        if not frames:
+            self._tick_if_due(transport)
+
+    def _tick_if_due(self, transport: ClientTransport) -> None:
         core = self._core
         with self._lock:
-            for frame in frames:
-                core.receive(frame, now)
-            if due:  # heartbeats and the lease clock: only when their time has come
-                core.tick(now)
-            sends, events = core.take()
-            if sends:
-                self._outbox.extend(sends)
-            if events:
-                self._deliver(events)
+            deadline = core.next_deadline()
+            now = self._clock()
+            if not self._running or deadline is None or now < deadline:
+                return
+            core.tick(now)  # heartbeats and the lease clock: only when their time has come
+            self._take_output()
+        self._flush(transport)
+
+    def _take_output(self) -> None:
+        """Queue the core's frames and act on its events (holding ``_lock``)."""
+        sends, events = self._core.take()
+        if sends:
+            self._outbox.extend(sends)
+        if events:
+            self._deliver(events)
 
     def _settle(self, transport: ClientTransport) -> bool:
         """Read until the socket says nothing waits; False if SETTLE_ROUNDS were not enough.
@@ -321,7 +339,7 @@ class Connection:
             frames = list(transport.receive())
             if not frames:
                 return True
-            self._feed(frames, None)
+            self._feed(transport, frames)
         return False
 
     def _flush(self, transport: ClientTransport) -> None:

@@ -29,13 +29,7 @@ from .client import Client
 from .dispatch import Dispatcher
 from .election.base import ElectionBackend, Fingerprint, Term, first_token
 from .election.serverfile import this_host
-from .errors import (
-    AuthenticationError,
-    LockTimeout,
-    NotConnected,
-    NotStarted,
-    ServerFileError,
-)
+from .errors import AuthenticationError, LockTimeout, NotConnected, NotStarted, ServerFileError
 from .inbox import Inbox
 from .link import DEFAULT_LEASE, Link, NodeConfig, Role
 from .owned import OwnedLocks
@@ -260,6 +254,12 @@ class LockerNode:
         held = lock_id in self.owned
         if not held and self.owned.lost_reason(lock_id) is not None:
             return 0  # lost already, and given up at the server when it was
+        lost = held and not self.holds(lock_id)
+        if lost:  # our own clock gave it up, its timer has not said so yet: lost, not released
+            link = self._link
+            expires_at = link.expiry(lock_id) if link is not None else None
+            self._lost(lock_id, "maxLockTime" if expires_at is not None and time.monotonic() >= expires_at
+                       else "lease")
         for attempt in (1, 2):
             link = self._link
             try:
@@ -273,7 +273,7 @@ class LockerNode:
                     raise
                 continue
             self.owned.forget(lock_id)
-            return code
+            return 0 if lost else code
         raise NotConnected("the serving locker could not be reached")
 
     def publish(self, receivers: list[str] | None, items: list[bytes], lossy: bool = False) -> None:

@@ -263,6 +263,27 @@ def test_operations_on_a_lost_lock_say_it_was_lost(make_locker: Any) -> None:
     assert server.lost_reason(lock_id) == "maxLockTime" and server.release_lock(lock_id) == (True, 0)
 
 
+def test_a_release_after_our_own_clock_gave_the_lock_up_says_it_was_lost(make_locker: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Between the client's maxLockTime clock running out and its timer recording the loss,
+    # a release was taken as a normal one: a with-block that ran past maxLockTime (so partly
+    # unprotected) ended without a word. Here the timer never records it, to hold that moment.
+    from pylocker import LockLost
+    from pylocker.client_core import ClientCore
+
+    make_locker(maxLockTime=0.3)
+    client = make_locker()
+    monkeypatch.setattr(ClientCore, "tick", lambda self, now: None)  # no timer: only the clock's verdict
+    lock = client.lock("a", timeout=5)
+    with pytest.raises(LockLost) as lost:
+        with lock:
+            wait_for(lambda: not lock.is_acquired)  # the client's own clock gave it up
+            assert client.lost_reason(lock.lock_id) is None  # and nothing recorded it yet
+    assert lost.value.reason == "maxLockTime"
+    assert client.lost_reason(lost.value.lock_id) == "maxLockTime"
+    assert client.ownedLocks == {}
+
+
 def test_blocking_keeps_the_caller_serving_until_stopped(server_file: str) -> None:
     made: list[ServerLocker] = []
 
