@@ -1,139 +1,20 @@
-"""The orchestrator's side of a worker process: start it, talk JSON lines, stop it by PID."""
+"""The lock suite's worker processes (the plumbing is ``harness``'s)."""
 
 from __future__ import annotations
 
-import json
-import os
-import queue
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
+
+import harness
+from harness import BenchError, free_port, go, revision, say, stop_pid
 
 from .common import ENTRY
 
-
-class BenchError(Exception):
-    """A worker failed, or did not answer in time."""
+__all__ = ["BenchError", "Worker", "free_port", "go", "revision", "say", "stop_pid"]
 
 
-def say(message: str) -> None:
-    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
-
-
-class Worker:
-    """A worker process: JSON lines in and out, stderr to a log file, stopped by PID."""
-
-    live: ClassVar[list[Worker]] = []
+class Worker(harness.Worker):
+    """A worker running ``bench_locks.py --worker ROLE`` with ``python`` (the seed runs in its own venv)."""
 
     def __init__(self, python: str, role: str, spec: dict[str, Any], label: str, logdir: Path) -> None:
-        self.label = label
-        self.log_path = logdir / f"{label}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115  (closed in stop)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen(
-            [python, str(ENTRY), "--worker", role, "--spec", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
-            cwd=logdir, env=env)
-        self.pid = self.proc.pid
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        Worker.live.append(self)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def send(self, line: str) -> None:
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
-            raise BenchError(f"{self.label}: cannot write to the worker: {exc}{self._tail()}") from None
-
-    def recv(self, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BenchError(f"{self.label}: no answer within {timeout:.0f} s{self._tail()}")
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise BenchError(f"{self.label}: exited (code {self.proc.poll()}){self._tail()}")
-            try:
-                message: dict[str, Any] = json.loads(line)
-            except ValueError:
-                continue  # a stray line (a library printing): not ours
-            if "error" in message:
-                raise BenchError(f"{self.label}: {message['error']}{self._tail()}")
-            return message
-
-    def _tail(self) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()[-6:]
-        except OSError:
-            return ""
-        return ("\n    " + "\n    ".join(text)) if text else ""
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("stop")
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            except (BenchError, OSError):
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(2)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.pid, signal.SIGKILL)
-                    self.proc.wait(2)
-        self._log.close()
-        if self in Worker.live:
-            Worker.live.remove(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for worker in list(cls.live):
-            worker.stop(2.0)
-
-
-def go(workers: list[Worker], lead: float = 0.3) -> None:
-    t0 = time.monotonic() + lead
-    for w in workers:
-        w.send(f"go {t0!r}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-
-
-def stop_pid(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
+        super().__init__(ENTRY, role, spec, label, logdir, python=python)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .process import BenchError, Worker, say, stop_pid
+from .process import BenchError, Worker, revision, say, stop_pid
 from .report import evaluate_goals, render_chart, render_markdown
 from .suite import Suite
 
@@ -30,25 +30,10 @@ def _meta(args: argparse.Namespace, duration: float, block: float, slices: int) 
                 break
     except OSError:
         pass
-    code = Path(args.code).resolve()
-
-    def git(*words: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(code), *words], capture_output=True, text=True,
-                                  check=False, timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") if (code / ".git").exists() else ""
-    if not commit:
-        revision = f"{code} (not a git checkout)"
-    elif git("status", "--porcelain", "--", "pylocker"):
-        revision = f"{commit} plus uncommitted changes in pylocker/"
-    else:
-        revision = commit
     return {"when": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "cpus": os.cpu_count(),
             "cpu_model": cpu_model, "python": platform.python_version(), "pyzmq": zmq.__version__,
-            "libzmq": zmq.zmq_version(), "git": revision, "duration_s": duration, "block_s": block, "slices": slices,
+            "libzmq": zmq.zmq_version(), "git": revision(Path(args.code).resolve()), "duration_s": duration,
+            "block_s": block, "slices": slices,
             "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
 
 

@@ -15,28 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .common import FULL_COUNT, PAYLOAD, QUICK_COUNT, QUIET
-from .process import BenchError, Worker, say, stop_pid
+from .process import BenchError, Worker, revision, say, stop_pid
 from .report import evaluate_goals, render_markdown
 from .servers import Started, start_nats, start_redis
 from .suite import Suite
-
-
-def _revision(code: Path) -> str:
-    """The measured tree's commit, and whether pylocker/ differs from it (merges land under a running suite)."""
-
-    def git(*words: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(code), *words], capture_output=True, text=True,
-                                  check=False, timeout=10).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") if (code / ".git").exists() else ""
-    if not commit:
-        return f"{code} (not a git checkout)"
-    if git("status", "--porcelain", "--", "pylocker"):
-        return f"{commit} plus uncommitted changes in pylocker/"
-    return commit
 
 
 def _meta(args: argparse.Namespace, count: int) -> dict[str, Any]:
@@ -52,7 +34,7 @@ def _meta(args: argparse.Namespace, count: int) -> dict[str, Any]:
         pass
     return {"when": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "count": count, "payload": len(PAYLOAD),
             "quiet": QUIET, "cpus": os.cpu_count(), "cpu_model": cpu_model, "python": platform.python_version(),
-            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "git": _revision(Path(args.code).resolve()),
+            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "git": revision(Path(args.code).resolve()),
             "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
 
 
@@ -109,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             stop_pid(proc)
     res["meta"]["loadavg_after"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     res["meta"]["total_s"] = round(time.monotonic() - started, 1)
-    after = _revision(Path(args.code).resolve())
+    after = revision(Path(args.code).resolve())
     if after != res["meta"]["git"]:  # the tree changed under the run: its figures mix two versions
         res["meta"]["git"] += f" at the start, {after} at the end (the tree changed during the run)"
         say(f"pylocker changed during the run: {res['meta']['git']}")
