@@ -127,12 +127,19 @@ class Connection:
         if call.reply is None:  # someone else brings it (or we stopped leading: the connection ends)
             with self._lock:
                 self._followers += 1
+            failure = self._failure  # failed before our call was registered: nobody would tell it
+            if failure is not None and call.reply is None:
+                call.reply = failure
             try:
                 self._wake()
-                call.event.wait(None if deadline is None else max(0.0, deadline - self._clock()))
+                if call.reply is None:
+                    call.event.wait(None if deadline is None else max(0.0, deadline - self._clock()))
             finally:
                 with self._lock:
                     self._followers -= 1
+                    last = not self._followers
+                if last and self._serving:
+                    self._wake()  # the I/O thread serves no one now: let it hand the socket back
         return self._finish(request_id, call)
 
     def _take_socket(self) -> bool:

@@ -189,3 +189,15 @@ def test_a_heartbeat_leaves_while_a_long_backlog_is_read() -> None:
     client._feed(wire, [batch] * 10)  # 4 s of storing in one read
     heartbeats = [message for message in wire.sent if type(message) is p.Heartbeat]
     assert len(heartbeats) >= 3  # one a second at a 5 s lease, sent as they fell due
+
+
+def test_a_call_registered_after_the_connection_failed_does_not_wait_forever(
+        make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The window between a call's usability check and its registration: a failure that
+    # told every registered call before this one was registered must still reach it.
+    client = make_client("a")
+    client.close()
+    monkeypatch.setattr(client, "_check_usable", lambda: None)  # as if checked just before the failure
+    waiting = Background(lambda: client.acquire(["x"], None))  # no timeout: it would wait forever
+    with pytest.raises(NotConnected):
+        waiting.result()
