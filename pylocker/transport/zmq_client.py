@@ -19,7 +19,9 @@ from .zmq_common import (
     EVENTS,
     HANDSHAKE_FAILURES,
     INPROC_PEERS,
+    NOBLOCK,
     POLLIN,
+    RCVMORE,
     RECV_BATCH,
     SCHEMES,
     Socket,
@@ -167,19 +169,23 @@ class ZmqClientTransport:
         """Single-frame messages from the server, a bounded batch (anything else is dropped)."""
         if self._dealer is None:
             raise NotConnected(f"the connection to {self._address.url} is closed")
-        recv, events = self._dealer.recv_multipart, self._dealer.get
+        recv, get = self._dealer.recv, self._dealer.get
         for _ in range(RECV_BATCH):
             try:
                 # Asking ZMQ_EVENTS costs less than the zmq.Again a blind recv raises at the end.
-                if not cast(int, events(EVENTS)) & POLLIN:
+                if not cast(int, get(EVENTS)) & POLLIN:
                     return
-                parts = recv(zmq.NOBLOCK)
+                frame = recv(NOBLOCK)
+                extra = 0
+                while get(RCVMORE):  # a multi-part message is not ours: read it all, drop it
+                    recv(NOBLOCK)
+                    extra += 1
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
                 raise NotConnected(f"cannot receive from {self._address.url}: {exc.strerror}") from exc
-            if len(parts) == 1:
-                yield parts[0]
+            if not extra:
+                yield frame
 
     def send(self, frame: bytes) -> None:
         if self._gone:
@@ -187,7 +193,7 @@ class ZmqClientTransport:
         if self._dealer is None:
             raise NotConnected(f"the connection to {self._address.url} is closed")
         try:
-            self._dealer.send(frame, zmq.NOBLOCK)
+            self._dealer.send(frame, NOBLOCK)
         except zmq.ZMQError as exc:
             raise NotConnected(f"cannot send to {self._address.url}: {exc.strerror}") from exc
 

@@ -26,6 +26,9 @@ REPLY_HWM: Final = 250
 # Plain ints: pyzmq's enum flags cost microseconds per ``&``, and these are asked for every frame.
 EVENTS: Final = int(zmq.EVENTS)
 POLLIN: Final = int(zmq.POLLIN)
+RCVMORE: Final = int(zmq.RCVMORE)
+NOBLOCK: Final = int(zmq.NOBLOCK)
+SNDMORE_NOBLOCK: Final = int(zmq.SNDMORE | zmq.NOBLOCK)
 RECV_BATCH: Final = 256
 HEARTBEAT_MS: Final = 1000
 HEARTBEAT_TIMEOUT_MS: Final = 4000

@@ -27,12 +27,15 @@ from .zmq_common import (
     HANDSHAKE_FAILURES,
     INPROC_PEERS,
     IPC_MODE,
+    NOBLOCK,
     POLLIN,
     PORT_SEARCH,
+    RCVMORE,
     RECV_BATCH,
     REPLY_HWM,
     REQUEST_HWM,
     SCHEMES,
+    SNDMORE_NOBLOCK,
     Socket,
     map_exceptions,
     survive_silence,
@@ -228,16 +231,20 @@ class ZmqServerTransport:
         if self._key_of is not None:
             yield from self._receive_keyed(router, self._key_of)
             return
-        recv, events = router.recv_multipart, router.get
+        # recv and RCVMORE by hand: recv_multipart's Python costs ~1.5 us a message more.
+        recv, get = router.recv, router.get
         for _ in range(RECV_BATCH):
             try:
                 # Asking ZMQ_EVENTS costs less than the zmq.Again a blind NOBLOCK recv raises at the end.
-                if not cast(int, events(EVENTS)) & POLLIN:
+                if not cast(int, get(EVENTS)) & POLLIN:
                     return
-                parts = recv(zmq.NOBLOCK)
+                peer = recv(NOBLOCK)
+                frames: list[bytes] = []
+                while get(RCVMORE):
+                    frames.append(recv(NOBLOCK))
             except zmq.ZMQError as exc:
                 raise ListenError(f"the server's sockets failed: {exc.strerror}") from exc
-            yield parts[0], parts[1:]
+            yield peer, frames
 
     def _receive_keyed(self, router: Socket, key_of: dict[bytes, str]) -> Iterator[tuple[bytes, list[bytes]]]:
         """``receive`` with per-machine keys: frames under a routing id bound to another key are dropped.
@@ -272,7 +279,9 @@ class ZmqServerTransport:
         if self._router is None:
             return False
         try:
-            self._router.send_multipart((peer, frame), zmq.NOBLOCK)
+            # Two sends with plain int flags: send_multipart's checks cost ~4 us a reply.
+            self._router.send(peer, SNDMORE_NOBLOCK)
+            self._router.send(frame, NOBLOCK)
         except zmq.ZMQError as exc:
             self._log.debug("reply to %r dropped: %s", peer, exc.strerror)
             return False
