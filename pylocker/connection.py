@@ -297,7 +297,6 @@ class Connection:
             timeout = 0.0
         frames = list(transport.receive()) if transport.poll(timeout) else []
         self._feed(transport, frames)
-        self._flush(transport)
 
     def _feed(self, transport: ClientTransport, frames: list[bytes]) -> None:
         """Act on what came, frame by frame, and on the core's clock when it is due.
@@ -307,32 +306,20 @@ class Connection:
         a backlog once sent none for 3.6 s, and its lease ran out).
         """
         core, clock = self._core, self._clock
-        for frame in frames:
+        for frame in frames or (None,):  # no frame: the clock alone
             with self._lock:
-                core.receive(frame, clock())
-                self._take_output()
-            self._tick_if_due(transport)
-        if not frames:
-            self._tick_if_due(transport)
-
-    def _tick_if_due(self, transport: ClientTransport) -> None:
-        core = self._core
-        with self._lock:
-            deadline = core.next_deadline()
-            now = self._clock()
-            if not self._running or deadline is None or now < deadline:
-                return
-            core.tick(now)  # heartbeats and the lease clock: only when their time has come
-            self._take_output()
-        self._flush(transport)
-
-    def _take_output(self) -> None:
-        """Queue the core's frames and act on its events (holding ``_lock``)."""
-        sends, events = self._core.take()
-        if sends:
-            self._outbox.extend(sends)
-        if events:
-            self._deliver(events)
+                now = clock()
+                if frame is not None:
+                    core.receive(frame, now)
+                deadline = core.next_deadline()
+                if self._running and deadline is not None and now >= deadline:
+                    core.tick(now)  # heartbeats and the lease clock: only when their time has come
+                sends, events = core.take()
+                if sends:
+                    self._outbox.extend(sends)
+                if events:
+                    self._deliver(events)
+            self._flush(transport)  # what this frame or the clock called for leaves now
 
     def _settle(self, transport: ClientTransport) -> bool:
         """Read until the socket says nothing waits; False if SETTLE_ROUNDS were not enough.
