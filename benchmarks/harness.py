@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,6 +129,20 @@ class Worker:
             worker.stop(2.0)
 
 
+# ---------------------------------------------------------------- the workers' side
+def emit(obj: dict[str, Any]) -> None:
+    """One JSON line to the orchestrator."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def next_command() -> list[str]:
+    """The orchestrator's next line, split into words ("stop" at EOF: the orchestrator is gone)."""
+    line = sys.stdin.readline()
+    return line.split() or ["stop"]
+
+
+# ----------------------------------------------------------- the orchestrator's side
 def go(workers: list[Worker], lead: float = 0.3) -> None:
     """Tell ``workers`` to start together, ``lead`` seconds from now (on the shared monotonic clock)."""
     t0 = time.monotonic() + lead
@@ -151,6 +166,31 @@ def revision(code: Path) -> str:
     if git("status", "--porcelain", "--", "pylocker"):
         return f"{commit} plus uncommitted changes in pylocker/"
     return commit
+
+
+def close_meta(res: dict[str, Any], code: Path, started: float) -> None:
+    """Stamp the run's end on ``res["meta"]``; say so if the measured tree changed under the run."""
+    meta = res["meta"]
+    meta["loadavg_after"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    meta["total_s"] = round(time.monotonic() - started, 1)
+    after = revision(code)
+    if after != meta["git"]:  # its figures mix two versions
+        meta["git"] += f" at the start, {after} at the end (the tree changed during the run)"
+        say(f"pylocker changed during the run: {meta['git']}")
+
+
+def write_results(res: dict[str, Any], markdown: str, out_dir: Path, stem: str, workdir: Path, keep: bool) -> int:
+    """Write ``stem``.json and ``stem``.md, drop (or keep) the workers' logs, print the table."""
+    (out_dir / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    table = out_dir / f"{stem}.md"
+    table.write_text(markdown)
+    if keep:
+        say(f"worker logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    say(f"done in {res['meta']['total_s']} s: {table}")
+    sys.stdout.write(markdown)
+    return 0
 
 
 def free_port() -> int:

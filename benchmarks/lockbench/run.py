@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from harness import close_meta, write_results
 
 from .process import BenchError, Worker, revision, say, stop_pid
 from .report import evaluate_goals, render_chart, render_markdown
@@ -93,18 +93,9 @@ def run(args: argparse.Namespace) -> int:
         Worker.stop_all()
         if redis_proc is not None:
             stop_pid(redis_proc)
-    res["meta"]["loadavg_after"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    res["meta"]["total_s"] = round(time.monotonic() - started, 1)
+    close_meta(res, Path(args.code).resolve(), started)
     goals = evaluate_goals(res)
     res["goals"] = goals
     res["chart_note"] = render_chart(res, goals, out_dir / "locks.png")
-    (out_dir / "locks.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    (out_dir / "locks.md").write_text(render_markdown(res, goals))
-    if args.keep:
-        say(f"worker logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    say(f"done in {res['meta']['total_s']} s: {out_dir / 'locks.md'}")
-    sys.stdout.write((out_dir / "locks.md").read_text())
-    return 0
+    return write_results(res, render_markdown(res, goals), out_dir, "locks", workdir, args.keep)
 

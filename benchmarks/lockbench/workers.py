@@ -2,7 +2,8 @@
 
 ``bench_locks.py --worker ROLE --spec JSON`` lands in :func:`worker_main`. The
 pylocker 3.1.0 workers run it with that venv's interpreter, so this module imports
-only the standard library at load time; each role imports what it measures.
+only the standard library (and the stdlib-only ``harness``) at load time; each role
+imports what it measures.
 """
 
 from __future__ import annotations
@@ -11,28 +12,19 @@ import json
 import math
 import mmap
 import os
-import sys
 import threading
 import time
 from typing import Any, Callable
+
+from harness import emit, next_command
 
 from .adapters import Adapter, checkout_server_locker
 from .common import ECHO_PAYLOAD, HANDOVER, PASSWORD
 
 
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def _next_command() -> list[str]:
-    line = sys.stdin.readline()
-    return line.split() or ["stop"]  # EOF: the orchestrator is gone, stop
-
-
 def _wait_go() -> float:
     """Block until the orchestrator says ``go T0``; returns T0 (shared CLOCK_MONOTONIC)."""
-    words = _next_command()
+    words = next_command()
     if words[0] != "go":
         os._exit(0)
     t0 = float(words[1])
@@ -170,8 +162,8 @@ def _worker_echo_server(spec: dict[str, Any]) -> None:
             send(recv())
 
     threading.Thread(target=serve, daemon=True).start()
-    _emit({"ready": True, "port": port, "pid": os.getpid()})
-    while _next_command()[0] != "stop":
+    emit({"ready": True, "port": port, "pid": os.getpid()})
+    while next_command()[0] != "stop":
         pass
     os._exit(0)
 
@@ -192,7 +184,7 @@ def _worker_echo_client(spec: dict[str, Any]) -> None:
     for _ in range(200):  # connect, handshake and warm up before the clock starts
         send(ECHO_PAYLOAD)
         recv()
-    _emit({"ready": True})
+    emit({"ready": True})
     go = _wait_go()
     end = go + spec["duration"]
     counts = _Slices(go, spec["duration"], spec["slices"])
@@ -207,19 +199,19 @@ def _worker_echo_client(spec: dict[str, Any]) -> None:
         now = time.monotonic()
         counts.tick(now)
     elapsed = time.monotonic() - start
-    _emit({"ops": len(lat), "elapsed": elapsed, "rtt": _percentiles(lat), **counts.as_dict()})
-    _next_command()
+    emit({"ops": len(lat), "elapsed": elapsed, "rtt": _percentiles(lat), **counts.as_dict()})
+    next_command()
     os._exit(0)
 
 
 def _worker_lock_server(spec: dict[str, Any]) -> None:
     _raise_fd_limit()
     adapter = Adapter(spec, serve=True)
-    _emit({"ready": True, "pid": os.getpid()})
+    emit({"ready": True, "pid": os.getpid()})
     while True:
-        words = _next_command()
+        words = next_command()
         if words[0] == "inproc":  # inproc DURATION SLICES
-            _emit(_run_loop(adapter, ["inproc"], time.monotonic(), float(words[1]), int(words[2]), 10.0,
+            emit(_run_loop(adapter, ["inproc"], time.monotonic(), float(words[1]), int(words[2]), 10.0,
                                 latency=False))
         else:
             adapter.close()
@@ -233,7 +225,7 @@ def _worker_lock_client(spec: dict[str, Any]) -> None:
         handle = adapter.acquire(f"warmup/{os.getpid()}", 10.0)
         if handle is not None:
             adapter.release(handle)
-    _emit({"ready": True, "pid": os.getpid()})
+    emit({"ready": True, "pid": os.getpid()})
     mode = spec["mode"]
     t0 = _wait_go()
     if mode == "loop":
@@ -242,7 +234,7 @@ def _worker_lock_client(spec: dict[str, Any]) -> None:
         result = _run_counter(adapter, spec, t0)
     elif mode == "hold":  # hold a name for a while, so that someone else blocks on it
         handle = adapter.acquire(spec["names"][0], spec["timeout"])
-        _emit({"held": handle is not None})
+        emit({"held": handle is not None})
         time.sleep(spec["hold"])
         adapter.release(handle)
         result = {"released": True}
@@ -253,8 +245,8 @@ def _worker_lock_client(spec: dict[str, Any]) -> None:
         if handle is not None:
             adapter.release(handle)
         result = {"acquired": handle is not None, "cpu": cpu1 - cpu0, "wall": wall1 - wall0}
-    _emit(result)
-    _next_command()
+    emit(result)
+    next_command()
     adapter.close()
     os._exit(0)
 
@@ -296,7 +288,7 @@ def _worker_scale_loadgen(spec: dict[str, Any]) -> None:
             with guard:
                 opened[0] += 1
                 if opened[0] % 100 == 0:
-                    _emit({"progress": opened[0], "elapsed": time.monotonic() - start})
+                    emit({"progress": opened[0], "elapsed": time.monotonic() - start})
 
     openers = [threading.Thread(target=open_some, args=(s,)) for s in range(nthreads)]
     for t in openers:
@@ -309,8 +301,8 @@ def _worker_scale_loadgen(spec: dict[str, Any]) -> None:
     open_s = time.monotonic() - start
     proc = psutil.Process()
     connected_rss = proc.memory_info().rss
-    _emit({"connected": len(lockers), "open_s": open_s, "failures": failures})
-    _next_command()  # "lock": the orchestrator has read the server's memory with connections only
+    emit({"connected": len(lockers), "open_s": open_s, "failures": failures})
+    next_command()  # "lock": the orchestrator has read the server's memory with connections only
 
     n = len(lockers)
     per_client = spec["locks"] // max(n, 1)
@@ -336,7 +328,7 @@ def _worker_scale_loadgen(spec: dict[str, Any]) -> None:
     for t in threads:
         t.join()
     lock_s = time.monotonic() - start
-    _emit({"ready": True, "clients": n, "wanted": wanted, "failures": failures, "open_s": open_s,
+    emit({"ready": True, "clients": n, "wanted": wanted, "failures": failures, "open_s": open_s,
            "locks": sum(held), "lock_failures": sum(lock_failures), "lock_s": lock_s,
            "rss": proc.memory_info().rss, "connected_rss": connected_rss, "threads": proc.num_threads()})
     end = _wait_go() + spec["duration"]
@@ -355,8 +347,8 @@ def _worker_scale_loadgen(spec: dict[str, Any]) -> None:
         t.start()
     for t in threads:
         t.join()
-    _emit({"churn_ops": sum(churned), "duration": spec["duration"]})
-    _next_command()
+    emit({"churn_ops": sum(churned), "duration": spec["duration"]})
+    next_command()
     os._exit(0)  # the server is stopped next; closing 1,000 clients one by one buys nothing
 
 
@@ -374,5 +366,5 @@ def worker_main(role: str, spec_json: str) -> None:
     try:
         WORKERS[role](spec)
     except BaseException as exc:
-        _emit({"error": f"{type(exc).__name__}: {exc}"})
+        emit({"error": f"{type(exc).__name__}: {exc}"})
         raise

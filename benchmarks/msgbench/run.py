@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from harness import close_meta, write_results
 
 from .common import FULL_COUNT, PAYLOAD, QUICK_COUNT, QUIET
 from .process import BenchError, Worker, revision, say, stop_pid
@@ -89,20 +88,7 @@ def run(args: argparse.Namespace) -> int:
         Worker.stop_all()
         for proc in daemons:
             stop_pid(proc)
-    res["meta"]["loadavg_after"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    res["meta"]["total_s"] = round(time.monotonic() - started, 1)
-    after = revision(Path(args.code).resolve())
-    if after != res["meta"]["git"]:  # the tree changed under the run: its figures mix two versions
-        res["meta"]["git"] += f" at the start, {after} at the end (the tree changed during the run)"
-        say(f"pylocker changed during the run: {res['meta']['git']}")
+    close_meta(res, Path(args.code).resolve(), started)
     goals = evaluate_goals(res)
     res["goals"] = goals
-    (out_dir / "messages.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    (out_dir / "messages.md").write_text(render_markdown(res, goals))
-    if args.keep:
-        say(f"worker logs kept in {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
-    say(f"done in {res['meta']['total_s']} s: {out_dir / 'messages.md'}")
-    sys.stdout.write((out_dir / "messages.md").read_text())
-    return 0
+    return write_results(res, render_markdown(res, goals), out_dir, "messages", workdir, args.keep)

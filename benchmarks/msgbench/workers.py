@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Any, Callable
 
+from harness import emit, next_command
+
 from .common import QUIET
 
+__all__ = ["START_WAIT", "Tally", "emit", "next_command", "publisher_result", "wait_go", "wait_stop", "worker_main"]
+
 START_WAIT = 120.0  # seconds a receiver waits for its first message before giving up
-
-
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
-def next_command() -> list[str]:
-    line = sys.stdin.readline()
-    return line.split() or ["stop"]  # EOF: the orchestrator is gone, stop
 
 
 def wait_go() -> None:
