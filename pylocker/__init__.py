@@ -11,6 +11,7 @@ from ._meta import get_author, get_doc, get_email, get_pypi, get_repository, get
 from .errors import (
     AddressError,
     AuthenticationError,
+    LimitMismatch,
     ListenError,
     LocalProtocolError,
     LockLost,
@@ -24,19 +25,26 @@ from .errors import (
     RemoteProtocolError,
     RequestDropped,
     ServerFileError,
+    TooManyWatches,
 )
 from .factory import FACTORY, LockersFactory, SingleLocker
 from .legacy import Locker
 from .lock import Lock
 from .lockers import ServerLocker
+from .primitives import Election, Group, Holder, LockInfo, Semaphore, Slot, Waiter
 
 __all__ = [
     "FACTORY",
     "AddressError",
     "AuthenticationError",
+    "Election",
+    "Group",
+    "Holder",
+    "LimitMismatch",
     "ListenError",
     "LocalProtocolError",
     "Lock",
+    "LockInfo",
     "LockLost",
     "LockNotHeld",
     "LockTimeout",
@@ -49,9 +57,13 @@ __all__ = [
     "PylockerError",
     "RemoteProtocolError",
     "RequestDropped",
+    "Semaphore",
     "ServerFileError",
     "ServerLocker",
     "SingleLocker",
+    "Slot",
+    "TooManyWatches",
+    "Waiter",
     "get_author",
     "get_doc",
     "get_email",

@@ -16,7 +16,17 @@ from collections.abc import Iterator
 from typing import Any, Callable, Final
 
 from . import protocol as p
-from .client_core import BadFrame, ClientCore, ClientEvent, LeaseLapsed, LockExpired, Publications, Refused, Reply
+from .client_core import (
+    BadFrame,
+    ClientCore,
+    ClientEvent,
+    HoldersChanged,
+    LeaseLapsed,
+    LockExpired,
+    Publications,
+    Refused,
+    Reply,
+)
 from .connection import Connection, ConnectionLostCallback
 from .errors import (
     LockTimeout,
@@ -25,8 +35,10 @@ from .errors import (
     RemoteProtocolError,
     error_for,
 )
+from .holds import PLAIN, Claim
 from .transport.address import Address
 from .transport.base import Security
+from .watches import HoldersCallback, Rows
 
 REPLY_SLACK: Final = 5.0  # how long past its own deadline a call waits for the server
 STOP_TIMEOUT: Final = 5.0
@@ -64,6 +76,7 @@ class Client(Connection):
         self._on_publications = on_publications
         self._wants_publications = subscribe
         self.welcome: p.Welcome | None = None
+        self.on_holders: HoldersCallback | None = None  # a watched name's holders changed (I/O thread)
 
     # --------------------------------------------------------------- lifecycle
     def connect(self, timeout: float, *, fresh: bool = False) -> p.Welcome:
@@ -122,6 +135,35 @@ class Client(Connection):
             raise LockTimeout(names, timeout)
         raise _as_error(reply)
 
+    def claim(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int, tuple[str, ...]]:
+        """Lock ``names`` as ``claim`` says; (lock id, fencing token, the names granted)."""
+        wait = None if timeout is None else timeout + REPLY_SLACK
+        reply = self._exchange(lambda rid: p.Claim(rid, names, timeout, claim.mode, claim.limit, claim.any_of,
+                                                   claim.info), wait, is_acquire=True)
+        if reply is None:
+            raise NotConnected(f"no answer from the serving locker within {wait} s")
+        if isinstance(reply, p.GrantNames):
+            return reply.lock_id, reply.token, tuple(reply.names)
+        if isinstance(reply, p.Grant):
+            return reply.lock_id, reply.token, tuple(dict.fromkeys(names))
+        if isinstance(reply, p.Timeout):
+            raise LockTimeout(names, timeout)
+        raise _as_error(reply)
+
+    def inspect(self, name: str, timeout: float = 20.0) -> Rows:
+        """Who holds ``name`` and who waits for it (rows as in ``protocol.Holders``)."""
+        return self._holders(lambda rid: p.Inspect(rid, name), timeout)
+
+    def watch(self, name: str, on: bool, timeout: float = 20.0) -> Rows:
+        """Start (or stop) ``on_holders`` calls for ``name``; its rows now."""
+        return self._holders(lambda rid: p.Watch(rid, name, on), timeout)
+
+    def _holders(self, build: Callable[[int], p.Message], timeout: float) -> Rows:
+        reply = self._call(build, timeout)
+        if isinstance(reply, p.Holders):
+            return reply.holders, reply.waiters
+        raise _as_error(reply)
+
     def release(self, lock_id: str, *, held: bool = False, timeout: float = 20.0) -> int:
         """Release ``lock_id``: 1 released, 0 not held by us. Raises on failure.
 
@@ -137,12 +179,12 @@ class Client(Connection):
         raise _as_error(reply)
 
     def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None,
-                timeout: float = 20.0) -> bool:
+                claim: Claim = PLAIN, timeout: float = 20.0) -> bool:
         """After a failover: ask the (new) server to give back a lock we held.
 
         ``expires_at``: the lock's maxLockTime clock from its first grant, kept.
         """
-        reply = self._call(lambda rid: p.Reclaim(rid, lock_id, names, token), timeout)
+        reply = self._call(lambda rid: p.Reclaim(rid, lock_id, names, token, *claim), timeout)
         if isinstance(reply, p.Reclaimed):
             if reply.granted:
                 with self._lock:
@@ -229,6 +271,9 @@ class Client(Connection):
                 log.warning("the serving locker refused a request (code %d): %s", event.code, event.detail)
             elif isinstance(event, BadFrame):
                 log.warning("bad frame from the serving locker: %s", event.reason)
+            elif isinstance(event, HoldersChanged) and self.on_holders is not None:
+                holders = event.holders
+                self.on_holders(holders.name, holders.holders, holders.waiters)
 
 def _as_error(reply: p.Message) -> PylockerError:
     if isinstance(reply, p.Error):

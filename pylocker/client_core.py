@@ -44,12 +44,13 @@ from typing import Any, Callable, Final, NamedTuple, Union
 from . import protocol as p
 from .errors import NOT_WELCOMED, RemoteProtocolError
 from .flow import CREDIT_EVERY, PUBLISH_WINDOW
+from .items import decode_items
 
 HEARTBEAT_MAX: Final = 1.0  # seconds between heartbeats at most
 HEARTBEAT_MIN: Final = 0.02
 HEARTBEATS_PER_LEASE: Final = 4  # so that a late answer or two never lapses the lease
 LEASE_DRIFT: Final = 0.1  # the client's clock may run up to 10 % slower than the server's
-_GRANTS: Final = (p.Grant, p.Reclaimed)  # answers that hand us a lock, which the lease must vouch for
+_GRANTS: Final = (p.Grant, p.GrantNames, p.Reclaimed)  # answers that hand us a lock, which the lease must vouch for
 
 
 class Reply(NamedTuple):
@@ -91,7 +92,13 @@ class BadFrame(NamedTuple):
     reason: str
 
 
-ClientEvent = Union[Reply, LockExpired, Refused, Publications, LeaseLapsed, BadFrame]
+class HoldersChanged(NamedTuple):
+    """A name this client watches has new holders (a ``Holders`` push)."""
+
+    holders: p.Holders
+
+
+ClientEvent = Union[Reply, LockExpired, Refused, Publications, LeaseLapsed, BadFrame, HoldersChanged]
 
 
 _NOTHING: Final[tuple[list[bytes], list[ClientEvent]]] = ([], [])  # shared: nothing produced
@@ -194,6 +201,9 @@ class ClientCore:
         if type(message) is p.PubAck:
             self.unacked_publications = max(0, self.unacked_publications - message.batches)
             return
+        if type(message) is p.Holders and not message.request_id:
+            self._events.append(HoldersChanged(message))
+            return
         if isinstance(message, p.Expire):
             # maxLockTime: unless our own clock has told already (or we let go first).
             if self._held.pop(message.lock_id, None) is not None or message.reason != "maxLockTime":
@@ -209,7 +219,7 @@ class ClientCore:
         request_id = message.request_id
         pending = self._pending.pop(request_id, None) if request_id else None
         if pending is None:
-            if isinstance(message, p.Grant):
+            if isinstance(message, (p.Grant, p.GrantNames)):
                 # Granted after its caller gave up: give it back at once.
                 self._sends.append(p.encode(p.Release(0, message.lock_id)))
             elif isinstance(message, p.Error):
@@ -221,7 +231,7 @@ class ClientCore:
             message = self._too_late(message)
         if isinstance(message, p.Welcome):
             self.welcome = message
-        elif isinstance(message, p.Grant):
+        elif isinstance(message, (p.Grant, p.GrantNames)):
             max_lock_time = self.welcome.max_lock_time if self.welcome is not None else None
             # The server's clock for maxLockTime starts at the grant, never before our send.
             self.keep_expiry(message.lock_id,
@@ -234,7 +244,7 @@ class ClientCore:
             self.dropped_publications += before - self._next_before
         self._next_before = before + count
         try:
-            items = p.decode_items(packed, count)
+            items = decode_items(packed, count)
         except RemoteProtocolError as exc:
             self.malformed_publications += count
             self._events.append(BadFrame(f"publication batch from {sender}: {exc}"))
@@ -255,7 +265,7 @@ class ClientCore:
         if not self.lapsed:
             self.lapsed = True
             self._events.append(LeaseLapsed("a grant arrived after our lease ran out"))
-        if isinstance(message, p.Grant):
+        if isinstance(message, (p.Grant, p.GrantNames)):
             self._sends.append(p.encode(p.Release(0, message.lock_id)))
             return p.Error(message.request_id, NOT_WELCOMED, "granted after our lease ran out")
         return p.Reclaimed(message.request_id, False)

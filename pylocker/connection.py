@@ -24,6 +24,7 @@ from typing import Callable, Final
 from . import protocol as p
 from .client_core import ClientCore, ClientEvent
 from .errors import AuthenticationError, NotConnected, PylockerError
+from .items import join_items
 from .pubbox import PublicationQueue
 from .transport import connect
 from .transport.address import Address
@@ -346,7 +347,7 @@ class Connection:
             # Consecutive publications to the same receivers travel together, while the window allows.
             for batch in pubbox.take_batches(lambda: core.can_publish):
                 with lock:
-                    frame = core.publish(batch.receivers, len(batch.items), p.join_items(batch.items), batch.lossy)
+                    frame = core.publish(batch.receivers, len(batch.items), join_items(batch.items), batch.lossy)
                 transport.send(frame)
             pubbox.note_room()
 

@@ -128,7 +128,19 @@ class NotWelcomed(NotConnected):
     """The serving locker does not know this connection (it never said hello, or was forgotten)."""
 
 
+@_wire_code(5)
+class LimitMismatch(PylockerError, ValueError):
+    """A semaphore was asked for with a limit other than the one its name is in use with."""
+
+
+@_wire_code(6)
+class TooManyWatches(PylockerError):
+    """This locker watches as many names as one session may."""
+
+
 BAD_FRAME: Final = LocalProtocolError.code
+LIMIT_MISMATCH: Final = LimitMismatch.code
+TOO_MANY_WATCHES: Final = TooManyWatches.code
 NOT_HOLDER: Final = NotLockHolder.code
 DROPPED: Final = RequestDropped.code
 NOT_WELCOMED: Final = NotWelcomed.code

@@ -12,9 +12,9 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import protocol
 from .dispatch import Dispatcher
 from .errors import PylockerError
+from .items import decode_items
 from .mailbox import DEFAULT_CAPACITY_BYTES, Mailbox
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Inbox:
     def deliver_packed(self, sender: str, sender_name: str, count: int, items: bytes) -> None:
         """Store a packed batch (as the serving locker receives its share of a publication)."""
         try:
-            decoded = protocol.decode_items(items, count)
+            decoded = decode_items(items, count)
         except PylockerError as exc:
             log.warning("bad publication batch from %s: %s", sender, exc)
             return

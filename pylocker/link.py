@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from .election.base import ElectionBackend
+from .holds import PLAIN, Claim
 from .transport.address import Address
 from .transport.base import Security
 from .transport.keys import DEFAULT_REALM, KeyPair, derive_keys
+from .watches import HoldersCallback, Rows
 
 DEFAULT_LEASE: Final = 5.0
 
@@ -44,7 +46,19 @@ class Link(Protocol):
 
     def release(self, lock_id: str, *, held: bool = False) -> int: ...
 
-    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None) -> bool: ...
+    def claim(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int, tuple[str, ...]]:
+        """Lock ``names`` as ``claim`` says: (lock id, fencing token, the names granted)."""
+
+    def inspect(self, name: str) -> Rows:
+        """Who holds ``name`` and who waits for it."""
+
+    def watch(self, name: str, on: bool) -> Rows:
+        """Start (or stop) ``on_holders`` calls for ``name``; its rows now."""
+
+    on_holders: HoldersCallback | None
+
+    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None,
+                claim: Claim = PLAIN) -> bool: ...
 
     def reclaim_done(self) -> None: ...
 

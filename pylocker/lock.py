@@ -6,6 +6,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .errors import LockLost, LockNotHeld, LockTimeout
+from .holds import PLAIN, Claim
 
 if TYPE_CHECKING:
     from .node import LockerNode
@@ -19,12 +20,21 @@ class Lock:
     connection and protocol failures raise.
     """
 
-    def __init__(self, node: LockerNode, names: list[str], timeout: float) -> None:
+    def __init__(self, node: LockerNode, names: list[str], timeout: float | None, claim: Claim = PLAIN) -> None:
+        """``timeout`` None: wait as long as it takes. ``claim``: how (shared, one of them...)."""
         self._node = node
-        self.names = tuple(names)
+        self.candidates = tuple(names)  # what was asked for
+        self.names = self.candidates  # what is held: for an any-of lock, the one name granted
         self.timeout = timeout
+        self.claim = claim
         self.lock_id: str | None = None
         self.token: int | None = None
+        self.display: list[str] | None = None  # how errors name it, when not by its names
+
+    @property
+    def name(self) -> str:
+        """The (first) name held: for ``lock_any``, the one that was granted."""
+        return self.names[0]
 
     @property
     def is_acquired(self) -> bool:
@@ -42,9 +52,13 @@ class Lock:
             raise RuntimeError(f"{self!r} is already acquired")
         wait = 0.0 if not blocking else (self.timeout if timeout is None else timeout)
         try:
-            self.lock_id, self.token = self._node.acquire(list(self.names), wait)
+            self.lock_id, self.token = self._node.acquire(list(self.candidates), wait, self.claim)
         except LockTimeout:
             return False
+        if self.claim.any_of:
+            owned = self._node.owned.get(self.lock_id)
+            if owned is not None:
+                self.names = owned.names
         return True
 
     def release(self) -> None:
@@ -60,7 +74,7 @@ class Lock:
 
     def __enter__(self) -> Lock:
         if not self.acquire():
-            raise LockTimeout(self.names, self.timeout)
+            raise LockTimeout(self.display or self.candidates, self.timeout)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -74,4 +88,4 @@ class Lock:
                 self._node.release(lock_id)
 
     def __repr__(self) -> str:
-        return f"<Lock {list(self.names)!r} id={self.lock_id}>"
+        return f"<{type(self).__name__} {self.display or list(self.names)!r} id={self.lock_id}>"

@@ -14,10 +14,12 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Callable
 
+from .coordination import CoordinationMixin
 from .dispatch import Dispatcher
 from .election import backend_for, serverfile
 from .election.base import ElectionBackend
 from .errors import LockTimeout, NotConnected, NotStarted, PylockerError, ServerFileError
+from .holds import PLAIN, SHARED_CLAIM
 from .inbox import Inbox
 from .link import DEFAULT_LEASE, NodeConfig
 from .lock import Lock
@@ -34,7 +36,7 @@ _RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3
 _PACKAGE_LOGGER = "pylocker"
 
 
-class ServerLocker(MessagingMixin):
+class ServerLocker(MessagingMixin, CoordinationMixin):
     """Lock (and message) server and client between threads, processes and machines.
 
     Once instantiated with ``autoconnect`` True, it connects to the serving locker
@@ -415,24 +417,25 @@ class ServerLocker(MessagingMixin):
 
     # ------------------------------------------------------------------ locks
     def acquire_lock(self, path: str | Iterable[str], timeout: float | None = None,
-                     lockGlobal: bool = False) -> tuple[bool, Any]:
+                     lockGlobal: bool = False, shared: bool = False) -> tuple[bool, Any]:
         """Acquire a lock on a path or list of paths: (True, lockId) or (False, 0|1|2|message).
 
         0: not granted before timeout; 1: connection to the serving locker lost;
-        2: this locker is neither a client nor a server.
+        2: this locker is neither a client nor a server. ``shared``: a read lock (see ``lock``).
         """
         names = parse_names(path)
         if timeout is None:
             timeout = self._defaultTimeout
         check_number(timeout, "timeout")
         check_bool(lockGlobal, "lockGlobal")
+        check_bool(shared, "shared")
         node = self.node
         if lockGlobal:
-            shared = node.owned.shared_lock(names)
-            if shared is not None:
-                return True, shared
+            existing = node.owned.shared_lock(names)
+            if existing is not None:
+                return True, existing
         try:
-            lock_id, _ = node.acquire(names, timeout)
+            lock_id, _ = node.acquire(names, timeout, SHARED_CLAIM if shared else PLAIN)
         except PylockerError as exc:
             return False, code_for(exc, _ACQUIRE_CODES)
         if lockGlobal:
@@ -461,17 +464,21 @@ class ServerLocker(MessagingMixin):
         """alias to release_lock"""
         return self.release_lock(*args, **kwargs)
 
-    def lock(self, path: str | Iterable[str], timeout: float | None = None) -> Lock:
+    def lock(self, path: str | Iterable[str], timeout: float | None = None, shared: bool = False) -> Lock:
         """A context manager holding ``path`` (one or many names) for the with-block.
 
         Raises LockTimeout on entry when not granted within ``timeout`` (default:
         defaultTimeout), and LockLost on exit when the lock was taken away during the
         block (maxLockTime, lease). Not re-entrant: a second lock on a held name waits.
+        ``shared``: a read lock; shared holders coexist, and once an exclusive request
+        waits, later shared requests wait behind it.
         """
         names = parse_names(path)
         if timeout is not None:
             check_number(timeout, "timeout")
-        return Lock(self.node, names, self._defaultTimeout if timeout is None else timeout)
+        check_bool(shared, "shared")
+        return Lock(self.node, names, self._defaultTimeout if timeout is None else timeout,
+                    SHARED_CLAIM if shared else PLAIN)
 
     def fencing_token(self, lockId: str) -> int:
         """The fencing token granted with ``lockId``: larger than every earlier grant's."""

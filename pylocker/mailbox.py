@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from typing import Any, Final, cast
 
 from .errors import RemoteProtocolError
-from .protocol import MAX_MESSAGE, unpack_payload, valid_seconds
+from .items import unpack_payload
+from .protocol import MAX_MESSAGE, valid_seconds
 
 FLAG_UNIQUE = 1
 FLAG_REPLACE = 2

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import protocol
 from .errors import NotConnected, NotStarted, PylockerError
+from .items import encode_item, new_packer, pack_payload
 from .mailbox import FLAG_REPLACE, FLAG_UNIQUE
 from .validation import check_bool, check_message, check_number, code_for
 from .validation import receivers as parse_receivers
@@ -75,8 +76,8 @@ class MessagingMixin:
         publication_id = f"{self._publication_prefix}{next(self._publication_ids):x}"
         sent_at = time.time()
         packer = self._packer()
-        packed = None if payload is None else protocol.pack_payload(payload, packer)
-        item = protocol.encode_item(message, packed, timeout, flags, publication_id, sent_at, packer)
+        packed = None if payload is None else pack_payload(payload, packer)
+        item = encode_item(message, packed, timeout, flags, publication_id, sent_at, packer)
         if len(item) > MAX_ITEM:
             raise ValueError(f"publication is {len(item)} bytes; at most {MAX_ITEM}")
         failure = self._send_publications(targets, item, lossy)
@@ -111,7 +112,7 @@ class MessagingMixin:
                     sent_at] for message, payload in zip(texts, values)]
             items = [pack(entry) for entry in raw]
         except (TypeError, ValueError, OverflowError) as exc:
-            self._packers.packer = protocol.new_packer()  # a failed pack may leave bytes behind
+            self._packers.packer = new_packer()  # a failed pack may leave bytes behind
             raise TypeError(f"payload cannot be sent: {exc}") from None
         if any(len(item) > MAX_ITEM for item in items):
             raise ValueError(f"a publication is over {MAX_ITEM} bytes")
@@ -137,7 +138,7 @@ class MessagingMixin:
         packer = getattr(self._packers, "packer", None)
         if packer is None:
             # One reusable Packer per thread: packb() builds a new one per call, at twice the cost.
-            packer = self._packers.packer = protocol.new_packer()
+            packer = self._packers.packer = new_packer()
         return packer
 
     def _send_publications(self, targets: list[str] | None, items: bytes | list[bytes],

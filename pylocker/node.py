@@ -18,37 +18,41 @@ by then is reported lost, since the new server may grant it to another after a l
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import threading
 import time
-from typing import Callable, Final
+from typing import Callable, Final, TypeVar
 
 from .client import Client
 from .dispatch import Dispatcher
-from .election.base import ElectionBackend, Fingerprint, Term, first_token
-from .election.serverfile import this_host
+from .election.base import Fingerprint, Term
 from .errors import AuthenticationError, LockTimeout, NotConnected, NotStarted, ServerFileError
+from .holds import PLAIN, Claim
 from .inbox import Inbox
 from .link import DEFAULT_LEASE, Link, NodeConfig, Role
+from .node_serving import ServingMixin
 from .owned import OwnedLocks
 from .protocol import new_routing_id
 from .server import Server
 from .transport import address as addresses
 from .transport.address import Address
+from .watches import Rows
+from .watching import HoldersListener, WatchList
 
 log = logging.getLogger(__name__)
 
-MIN_GRACE: Final = 2.0  # seconds a new server waits at least for the previous clients' re-claims
 RETRY_FIRST, RETRY_MAX = 0.01, 0.1  # seconds between election attempts, doubling up to RETRY_MAX
 SUCCESSOR_WAIT: Final = 0.5  # a failing-over client waits this long for a successor's fingerprint
 FAILOVER_CONNECT: Final = 1.0  # seconds one failover attempt waits for a server's answer
 
 LostCallback = Callable[[str, str], None]
+T = TypeVar("T")
 
 
-class LockerNode:
+class LockerNode(ServingMixin):
     """One locker: serves or connects, fails over, and keeps the locks it holds."""
 
     def __init__(self, config: NodeConfig, unique_name: str, inbox: Inbox, dispatcher: Dispatcher,
@@ -57,6 +61,7 @@ class LockerNode:
         self.unique_name = unique_name
         self.inbox = inbox
         self.owned = OwnedLocks()
+        self.watching = WatchList(dispatcher)  # names followed for elections and groups
         self._dispatcher = dispatcher
         self._log: logging.Logger = logger if logger is not None else log
         self._lost_callbacks: list[LostCallback] = []
@@ -222,8 +227,11 @@ class LockerNode:
         return self._stopped.wait(timeout)
 
     # ----------------------------------------------------------------- locks
-    def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]:
-        """Lock ``names`` within ``timeout`` s; (lock id, fencing token). Waits out a failover."""
+    def acquire(self, names: list[str], timeout: float | None, claim: Claim = PLAIN) -> tuple[str, int]:
+        """Lock ``names`` (as ``claim`` says) within ``timeout`` s; (lock id, token). Waits out a failover.
+
+        The names granted (one, for an any-of claim) are in ``owned``.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             link = self._link
@@ -232,8 +240,12 @@ class LockerNode:
                     if self._failover_thread is None:
                         raise NotStarted()
                 else:
-                    lock_id, token = link.acquire(names, timeout)
-                    self.owned.add(lock_id, names, token, link.expiry(lock_id))
+                    if claim is PLAIN:
+                        lock_id, token = link.acquire(names, timeout)
+                        granted: list[str] | tuple[str, ...] = names
+                    else:
+                        lock_id, token, granted = link.claim(names, timeout, claim)
+                    self.owned.add(lock_id, granted, token, link.expiry(lock_id), claim)
                     if not link.holds(lock_id):  # the lease ran out since the grant: its lapse
                         self.owned.forget(lock_id)  # may have passed over this lock unseen
                         raise NotConnected("our lease ran out as the lock was granted")
@@ -276,6 +288,37 @@ class LockerNode:
             return 0 if lost else code
         raise NotConnected("the serving locker could not be reached")
 
+    def on_link(self, call: Callable[[Link], T]) -> T:
+        """``call(link)`` on the current link; during a failover, once more on the next one."""
+        for attempt in (1, 2):
+            link = self._link
+            try:
+                if link is None:
+                    raise NotStarted()
+                return call(link)
+            except (NotConnected, NotStarted):
+                if (attempt == 2 or not self.config.reconnect or self._closing or self._failover_thread is None
+                        or not self._online.wait(self.config.connect_timeout)):
+                    raise
+        raise NotConnected("the serving locker could not be reached")
+
+    def watch(self, name: str, listener: HoldersListener) -> Rows:
+        """Call ``listener(holders, waiters)`` on every change of ``name``'s holders; its rows now."""
+        if self.watching.add(name, listener):
+            try:
+                return self.on_link(lambda link: link.watch(name, True))
+            except BaseException:
+                self.watching.remove(name, listener)
+                raise
+        return self.on_link(lambda link: link.inspect(name))
+
+    def unwatch(self, name: str, listener: HoldersListener) -> None:
+        if self.watching.remove(name, listener):
+            link = self._link
+            if link is not None:
+                with contextlib.suppress(NotConnected, NotStarted):  # a new link is told only what is watched
+                    link.watch(name, False)
+
     def publish(self, receivers: list[str] | None, items: list[bytes], lossy: bool = False) -> None:
         link = self._link
         if link is None:
@@ -300,96 +343,14 @@ class LockerNode:
                 self._dispatcher.submit(callback, lock_id, reason)
 
     # --------------------------------------------------------------- serving
-    def _try_serve(self, election: ElectionBackend) -> bool:
-        term = election.campaign()
-        if term is None:
-            return False
-        try:
-            previous = election.read()
-        except ServerFileError:
-            previous = None
-        config = self.config
-        lease = config.lease or DEFAULT_LEASE
-        recover_from = None
-        if previous is not None and previous.unique_name != self.unique_name and previous.clients:
-            # The previous server may have died with clients holding locks: give them a
-            # grace period to re-claim those before anything new is granted.
-            recover_from = set(previous.clients) - {self.unique_name}
-        server = Server(config.listen, config.security(), name=config.name,
-                        unique_name=self.unique_name, max_lock_time=config.max_lock_time or None,
-                        lease=config.lease, epoch=term.epoch, first_token=first_token(term.epoch),
-                        recover_from=recover_from, grace=max(lease, MIN_GRACE), on_lost=self._lost,
-                        on_publications=self.inbox.deliver_packed if config.receive_messages else None,
-                        on_clients_changed=self._clients_changed, on_tick=self._refresh_fingerprint,
-                        on_failure=self._give_up_serving)
-        try:
-            server.start()
-            bound = server.address
-            reach = config.advertise or bound
-            fingerprint = Fingerprint(
-                self.unique_name, time.time(), addresses.advertised(reach.host) if reach.is_tcp else reach.url,
-                reach.port or bound.port, os.getpid(), config.name, term.epoch, (), this_host())
-            election.publish(fingerprint)
-        except BaseException:
-            server.stop()
-            term.resign()
-            raise
-        with self._role_lock:
-            self._link, self._term, self.fingerprint = server, term, fingerprint
-            self._set_role(Role.SERVING)
-        self._log.info("%s serves on %s (election %s, epoch %d%s)", config.name, bound, election.description,
-                       term.epoch, ", recovering" if recover_from else "")
-        self._reclaim(server)
-        return True
-
     def _reclaim(self, link: Link) -> None:
         """Take back on a new link every lock we still hold; report those refused as lost."""
         for lock in self.owned.held():
-            if not link.reclaim(lock.lock_id, list(lock.names), lock.token, lock.expires_at):
+            if not link.reclaim(lock.lock_id, list(lock.names), lock.token, lock.expires_at, lock.claim):
                 self._lost(lock.lock_id, "failover")
         link.reclaim_done()
-
-    def _refresh_fingerprint(self) -> None:
-        # Runs on the server's I/O thread, once a second.
-        term = self._term
-        if term is not None and not term.valid():
-            self._give_up_serving("its election lock file was deleted or replaced; another locker may serve")
-            return
-        fp = self.fingerprint
-        if self.server is not None and fp is not None:
-            self._publish_fingerprint(fp._replace(timestamp=time.time()))
-
-    def _give_up_serving(self, reason: str) -> None:
-        """Fail-stop: stop serving and give up the election, so that a successor can take over."""
-        with self._role_lock:
-            link, term = self._link, self._term
-            if not isinstance(link, Server) or self._closing:
-                return
-            self._link = self._term = None
-        self._log.error("%s stops serving: %s", self.config.name, reason)
-        fp = self.fingerprint
-        if fp is not None and term is not None and term.valid():
-            self._publish_fingerprint(fp._replace(timestamp=time.time(), stopped=True))
-        link.close()  # from its own I/O thread too: stop() never joins itself
-        if term is not None:
-            term.resign()
-        self._lose_all("the serving locker stopped")  # its table, and every lock in it, is gone
-        self._start_failover()
-
-    def _clients_changed(self, clients: list[str]) -> None:
-        fp = self.fingerprint
-        if self.server is not None and fp is not None:
-            self._publish_fingerprint(fp._replace(timestamp=time.time(), clients=tuple(clients)))
-
-    def _publish_fingerprint(self, fingerprint: Fingerprint) -> None:
-        election = self.config.election
-        if election is None:
-            return
-        self.fingerprint = fingerprint
-        try:
-            election.publish(fingerprint)
-        except (OSError, ServerFileError) as exc:
-            self._log.error("cannot refresh server file %r: %s", election.description, exc)
+        link.on_holders = self.watching.notify
+        self.watching.attach(link)
 
     # ------------------------------------------------------------ connecting
     def _open_client(self, address: Address, timeout: float) -> Client:
@@ -402,6 +363,7 @@ class LockerNode:
                         request_ids=self._request_ids, routing_id=self._routing_id,
                         peer_timeout=2 * (config.lease or DEFAULT_LEASE))  # the server's lease may be longer
         made.append(client)
+        client.on_holders = self.watching.notify
         welcome = client.connect(timeout, fresh=self._fresh_session)
         self._fresh_session = False
         with self._role_lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Final, NamedTuple
 
+from .holds import PLAIN, Claim
+
 LOST_REMEMBERED: Final = 10_000  # lost lock ids kept to explain later operations on them
 
 
@@ -13,6 +15,7 @@ class OwnedLock(NamedTuple):
     names: tuple[str, ...]
     token: int
     expires_at: float | None = None  # this locker's own maxLockTime clock (monotonic), if any
+    claim: Claim = PLAIN  # how it was asked for (re-claimed the same way after a failover)
 
 
 class OwnedLocks:
@@ -25,9 +28,13 @@ class OwnedLocks:
         self._global: dict[frozenset[str], str] = {}  # lockGlobal: names -> the shared lock id
 
     def add(self, lock_id: str, names: list[str] | tuple[str, ...], token: int,
-            expires_at: float | None = None) -> None:
+            expires_at: float | None = None, claim: Claim = PLAIN) -> None:
         with self._lock:
-            self._owned[lock_id] = OwnedLock(lock_id, tuple(names), token, expires_at)
+            self._owned[lock_id] = OwnedLock(lock_id, tuple(names), token, expires_at, claim)
+
+    def get(self, lock_id: str) -> OwnedLock | None:
+        with self._lock:
+            return self._owned.get(lock_id)
 
     def forget(self, lock_id: str) -> bool:
         """Drop ``lock_id`` (released); False if it was not held."""

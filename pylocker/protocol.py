@@ -18,7 +18,7 @@ import msgpack
 
 from .errors import LocalProtocolError, RemoteProtocolError
 
-VERSION: Final = 3  # 3: secret routing ids; publications flow by credit on the request channel
+VERSION: Final = 4  # 4: claims (shared, slots, any-of), inspection and watches; 3: secret routing ids
 MAX_FRAME: Final = 4 * 1024 * 1024
 MAX_NAMES: Final = 1024
 MAX_NAME_LEN: Final = 4096
@@ -28,6 +28,9 @@ MAX_TIMEOUT: Final = 10.0**9
 MAX_RECEIVERS: Final = 1024
 MAX_BATCH: Final = 65536
 MAX_MESSAGE: Final = 65536
+MAX_INFO: Final = 65536  # bytes of a claim's packed info (a group member's)
+MAX_LIMIT: Final = 1_000_000
+MAX_LISTED: Final = 100_000  # holders or waiters of one name in a Holders frame
 
 
 def new_routing_id() -> bytes:
@@ -52,6 +55,36 @@ class Acquire(NamedTuple):
     request_id: int
     names: list[str]
     timeout: float | None
+
+
+class Claim(NamedTuple):
+    """Acquire as ``mode`` says (0 exclusive, 1 shared, 2 one of ``limit`` slots), all names or ``any_of``.
+
+    Answered with ``GrantNames`` (which says the names granted), ``Timeout`` or ``Error``.
+    """
+
+    request_id: int
+    names: list[str]
+    timeout: float | None
+    mode: int
+    limit: int
+    any_of: bool
+    info: bytes | None
+
+
+class Inspect(NamedTuple):
+    """Who holds ``name`` and who waits for it; answered with ``Holders``."""
+
+    request_id: int
+    name: str
+
+
+class Watch(NamedTuple):
+    """Start (``on``) or stop pushes of ``Holders`` for ``name`` on every change; answered with ``Holders``."""
+
+    request_id: int
+    name: str
+    on: bool
 
 
 class Release(NamedTuple):
@@ -87,6 +120,28 @@ class Grant(NamedTuple):
     request_id: int
     lock_id: str
     token: int
+
+
+class GrantNames(NamedTuple):
+    """The answer to a ``Claim``: the lock and the names it holds (one, for an any-of claim)."""
+
+    request_id: int
+    lock_id: str
+    token: int
+    names: list[str]
+
+
+class Holders(NamedTuple):
+    """Who holds ``name`` and who waits for it (a reply, or a push with request id 0 to a watcher).
+
+    ``holders``: [unique name, mode, seconds held, token, info] in grant order;
+    ``waiters``: [unique name, mode] in the order they will be considered.
+    """
+
+    request_id: int
+    name: str
+    holders: list[list[Any]]
+    waiters: list[list[Any]]
 
 
 class Timeout(NamedTuple):
@@ -146,6 +201,10 @@ class Reclaim(NamedTuple):
     lock_id: str
     names: list[str]
     token: int
+    mode: int = 0
+    limit: int = 0
+    any_of: bool = False
+    info: bytes | None = None
 
 
 class ReclaimDone(NamedTuple):
@@ -196,7 +255,8 @@ class Deliver(NamedTuple):
 
 Message = Union[Hello, Acquire, Release, Cancel, Heartbeat, Bye,
                 Welcome, Grant, Timeout, Released, Expire, Error, Pong, Publish, SubscribeCheck,
-                Probe, Reclaim, ReclaimDone, Reclaimed, Deliver, Credit, PubAck]
+                Probe, Reclaim, ReclaimDone, Reclaimed, Deliver, Credit, PubAck,
+                Claim, Inspect, Watch, GrantNames, Holders]
 
 
 # --------------------------------------------------------------- validators
@@ -247,6 +307,29 @@ def _code(value: Any) -> bool:
     return type(value) is int and 0 <= value <= 255
 
 
+def _mode(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= 2
+
+
+def _limit(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_LIMIT
+
+
+def _info(value: Any) -> bool:
+    return value is None or (type(value) is bytes and len(value) <= MAX_INFO)
+
+
+def _holder_rows(value: Any) -> bool:
+    return type(value) is list and len(value) <= MAX_LISTED and all(
+        type(row) is list and len(row) == 5 and _text(MAX_TEXT)(row[0]) and _mode(row[1])
+        and _seconds(row[2]) and _uint(row[3]) and _info(row[4]) for row in value)
+
+
+def _waiter_rows(value: Any) -> bool:
+    return type(value) is list and len(value) <= MAX_LISTED and all(
+        type(row) is list and len(row) == 2 and _text(MAX_TEXT)(row[0]) and _mode(row[1]) for row in value)
+
+
 _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]]]] = {
     1: (Hello, (_uint, _text(MAX_TEXT), _text(MAX_TEXT), _uint)),
     2: (Acquire, (_uint, _names, _optional_seconds)),
@@ -264,7 +347,12 @@ _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]
     7: (Publish, (_uint, _receivers, _count, _blob, _bool)),
     11: (Credit, (_uint, _count)),
     8: (SubscribeCheck, (_uint,)),
-    9: (Reclaim, (_uint, _text(MAX_TEXT), _names, _uint)),
+    9: (Reclaim, (_uint, _text(MAX_TEXT), _names, _uint, _mode, _limit, _bool, _info)),
+    12: (Claim, (_uint, _names, _optional_seconds, _mode, _limit, _bool, _info)),
+    13: (Inspect, (_uint, _name)),
+    14: (Watch, (_uint, _name, _bool)),
+    74: (GrantNames, (_uint, _text(MAX_TEXT), _uint, _names)),
+    75: (Holders, (_uint, _name, _holder_rows, _waiter_rows)),
     10: (ReclaimDone, (_uint,)),
     71: (Reclaimed, (_uint, _bool)),
     97: (Probe, (_uint,)),
@@ -274,7 +362,7 @@ _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]
 _TYPE_CODES: Final = {cls: code for code, (cls, _) in _SCHEMAS.items()}
 
 REQUESTS: Final = (Hello, Acquire, Release, Cancel, Heartbeat, Bye, Publish, SubscribeCheck, Reclaim,
-                   ReclaimDone, Credit)
+                   ReclaimDone, Credit, Claim, Inspect, Watch)
 
 def _fast_acquire(frame: list[Any]) -> Acquire | None:
     # The same checks as the schema's, inlined: acquire and release are most of the traffic.
@@ -352,76 +440,6 @@ def decode(data: bytes) -> Message:
     return cls(*fields)
 
 
-# -------------------------------------------------------------- publications
-# An item is [message, payload, timeout, flags, publication_id, time], the payload
-# itself packed (bin) or nil: a receiver stores it as it came and decodes it only when
-# read, so its mailbox costs what the wire carried (a megabyte of empty maps would
-# otherwise be 70 MiB of dicts) and messages nobody reads are never decoded. Items
-# are packed one by one by the publishing thread (so an unpackable payload fails
-# there, in the caller's hands) and joined into one msgpack array per batch.
-def new_packer() -> msgpack.Packer:
-    """A Packer for ``encode_item``; not thread-safe: one per thread."""
-    return msgpack.Packer(use_bin_type=True)
-
-
-def encode_item(message: str, payload: Any, timeout: float | None, flags: int, publication_id: str,
-                time: float, packer: msgpack.Packer | None = None) -> bytes:
-    """One packed publication (``payload`` packed already, or None); see ``pack_payload``."""
-    try:
-        if packer is None:
-            return msgpack.packb([message, payload, timeout, flags, publication_id, time], use_bin_type=True)
-        return packer.pack([message, payload, timeout, flags, publication_id, time])
-    except (TypeError, ValueError, OverflowError) as exc:
-        if packer is not None:
-            packer.reset()  # a failed pack may leave bytes behind in the packer's buffer
-        raise TypeError(f"payload cannot be sent: {exc}") from None
-
-
-def pack_payload(payload: Any, packer: msgpack.Packer | None = None) -> bytes | None:
-    """A payload as it travels (None stays None); raises TypeError if msgpack cannot carry it."""
-    if payload is None:
-        return None
-    try:
-        return msgpack.packb(payload, use_bin_type=True) if packer is None else packer.pack(payload)
-    except (TypeError, ValueError, OverflowError) as exc:
-        if packer is not None:
-            packer.reset()  # a failed pack may leave bytes behind in the packer's buffer
-        raise TypeError(f"payload cannot be sent: {exc}") from None
-
-
-def unpack_payload(packed: bytes | None) -> Any:
-    """A received payload, decoded; raises RemoteProtocolError if it does not decode."""
-    if packed is None:
-        return None
-    try:
-        return msgpack.unpackb(packed, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # noqa: BLE001  msgpack raises many unrelated types for bad input
-        raise RemoteProtocolError(f"undecodable payload: {exc.__class__.__name__}") from None
-
-
-def join_items(items: list[bytes]) -> bytes:
-    """A msgpack array made of already packed items."""
-    count = len(items)
-    if count < 16:
-        header = bytes((0x90 | count,))
-    elif count < 65536:
-        header = b"\xdc" + count.to_bytes(2, "big")
-    else:
-        header = b"\xdd" + count.to_bytes(4, "big")
-    return header + b"".join(items)
-
-
 def valid_seconds(value: Any) -> bool:
     """A duration the wire accepts: a finite, non-negative number."""
     return _seconds(value)
-
-
-def decode_items(blob: bytes, count: int) -> list[Any]:
-    """The items of a batch, unchecked one by one (the receiver checks each as it stores it)."""
-    try:
-        items = msgpack.unpackb(blob, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # noqa: BLE001  msgpack raises many unrelated types for bad input
-        raise RemoteProtocolError(f"undecodable publication batch: {exc.__class__.__name__}") from None
-    if type(items) is not list or len(items) != count:
-        raise RemoteProtocolError("publication batch does not hold its announced count")
-    return items

@@ -16,26 +16,29 @@ import threading
 import time
 from typing import Callable, Final
 
-from .errors import LockTimeout, NotConnected, NotStarted, PylockerError
+from .errors import LimitMismatch, LockTimeout, NotConnected, NotStarted, PylockerError, TooManyWatches
 from .flow import BATCH_ITEMS, PUBLISH_WAIT, PUBLISH_WINDOW
-from .protocol import join_items
-from .server_core import (
+from .holds import PLAIN, Claim, LimitConflict
+from .items import join_items
+from .server_core import ServerCore
+from .server_events import (
     BadFrame,
     ClientInfo,
     ClientsChanged,
     LocalGranted,
+    LocalHolders,
     LocalLost,
     LocalPublications,
     LocalPublishAcked,
     LocalTimedOut,
     LockExpired,
-    ServerCore,
     ServerEvent,
 )
 from .table import Granted
 from .transport import listen
 from .transport.address import Address
 from .transport.base import Security, ServerTransport
+from .watches import HoldersCallback, Rows
 
 TICK: Final = 1.0  # housekeeping period of the I/O thread, seconds
 START_TIMEOUT: Final = 10.0
@@ -104,6 +107,7 @@ class Server:
         self._thread: threading.Thread | None = None
         self._transport: ServerTransport | None = None
         self.address = address
+        self.on_holders: HoldersCallback | None = None  # a name the serving locker watches changed
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -142,6 +146,29 @@ class Server:
     # ------------------------------------------------------- the locker's link
     def acquire(self, names: list[str], timeout: float | None) -> tuple[str, int]:
         """Lock ``names`` for the serving locker itself; returns (lock id, fencing token)."""
+        return self._acquire(names, timeout, PLAIN)
+
+    def claim(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int, tuple[str, ...]]:
+        """Lock ``names`` as ``claim`` says; (lock id, fencing token, the names granted)."""
+        lock_id, token = self._acquire(names, timeout, claim)
+        with self._mutex:
+            held = self._core.table.get(lock_id)
+        return lock_id, token, held.names if held is not None else tuple(dict.fromkeys(names))
+
+    def inspect(self, name: str) -> Rows:
+        """Who holds ``name`` and who waits for it (rows as in ``protocol.Holders``)."""
+        with self._mutex:
+            return self._core.describe(name, self._clock())
+
+    def watch(self, name: str, on: bool) -> Rows:
+        """Start (or stop) ``on_holders`` calls for ``name``; its rows now."""
+        with self._mutex:
+            try:
+                return self._core.local_watch(name, on, self._clock())
+            except ValueError as exc:
+                raise TooManyWatches(str(exc)) from None
+
+    def _acquire(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int]:
         if not self._running:
             raise NotStarted()
         waiter: _Waiter | None = None
@@ -149,7 +176,13 @@ class Server:
             core = self._core
             lock_id = core.new_lock_id()
             now = self._clock()
-            first = core.local_acquire(lock_id, names, timeout, now)
+            if claim is PLAIN:
+                first = core.local_acquire(lock_id, names, timeout, now)
+            else:
+                try:
+                    first = core.local_claim(lock_id, names, timeout, claim, now)
+                except LimitConflict as exc:
+                    raise LimitMismatch(str(exc)) from None
             if first is None:
                 waiter = self._waiters[lock_id] = _Waiter()
             events = self._collect()
@@ -203,13 +236,14 @@ class Server:
             self._after(events)
         return 1 if released else 0
 
-    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None) -> bool:
+    def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None,
+                claim: Claim = PLAIN) -> bool:
         """Take back one of the serving locker's own locks after a failover.
 
         ``expires_at`` is ignored: this table's own maxLockTime clock applies.
         """
         with self._mutex:
-            return self._core.local_reclaim(lock_id, names, token, self._clock())
+            return self._core.local_reclaim(lock_id, names, token, self._clock(), claim)
 
     def reclaim_done(self) -> None:
         """The serving locker has re-claimed all it held."""
@@ -343,6 +377,8 @@ class Server:
                 log.info("lock %s of %r expired (%s)", event.lock_id, event.peer, event.reason)
             elif isinstance(event, BadFrame):
                 self._log_bad_frame(event)
+            elif isinstance(event, LocalHolders) and self.on_holders is not None:
+                self.on_holders(event.name, event.holders, event.waiters)
 
     def _log_bad_frame(self, event: BadFrame) -> None:
         # The core limits lines per peer; a peer that cycles routing ids is a new peer each

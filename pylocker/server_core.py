@@ -31,94 +31,38 @@ Rules kept here (the lock rules themselves live in ``table.py``):
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Final, NamedTuple, Union, cast
+from typing import Any, Callable, Final, cast
 
 from . import protocol as p
 from .errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED, RemoteProtocolError
 from .flow import Flow
+from .holds import PLAIN, Claim, check_claim
+from .server_claims import LOCAL, ClaimsMixin
+from .server_events import (
+    BadFrame,
+    ClientInfo,
+    ClientsChanged,
+    LocalGranted,
+    LocalLost,
+    LocalPublications,
+    LocalPublishAcked,
+    LocalTimedOut,
+    LockExpired,
+    Output,
+    ServerEvent,
+)
 from .table import Dropped, Effect, Expired, Granted, LockTable, TimedOut
+from .watches import Watches
 
-LOCAL: Final = b""  # the owner id of the serving locker's own requests
 MAX_DETAIL: Final = 200  # characters of a refusal's detail: never echo a peer's input at length
 BAD_FRAMES_LOGGED: Final = 5  # bad frames reported one by one per peer, before summaries
 MAX_TRACKED_PEERS: Final = 10_000
 
 
-class ClientInfo(NamedTuple):
-    name: str
-    unique_name: str
-    pid: int
-
-
-# ------------------------------------------------------------------ events
-class LocalGranted(NamedTuple):
-    """A queued request of the serving locker itself was granted."""
-
-    lock_id: str
-    token: int
-
-
-class LocalTimedOut(NamedTuple):
-    lock_id: str
-
-
-class LocalLost(NamedTuple):
-    """A lock of the serving locker itself was taken away (maxLockTime)."""
-
-    lock_id: str
-    reason: str
-
-
-class LocalPublications(NamedTuple):
-    """Publications addressed to the serving locker (``item_count`` packed items)."""
-
-    sender: str
-    sender_name: str
-    item_count: int
-    items: bytes
-
-
-class LocalPublishAcked(NamedTuple):
-    """``batches`` more of the serving locker's own publications left for all their receivers."""
-
-    batches: int
-
-
-class ClientsChanged(NamedTuple):
-    """Who a successor must wait for changed (``successor_must_wait_for``), for the server file."""
-
-    clients: tuple[str, ...]
-
-
-class BadFrame(NamedTuple):
-    """A peer sent something malformed; ``seen``: how many so far (for rate-limited logging)."""
-
-    peer: bytes
-    reason: str
-    seen: int
-
-
-class LockExpired(NamedTuple):
-    """A client's lock was taken away (for the log)."""
-
-    peer: bytes
-    lock_id: str
-    reason: str
-
-
-ServerEvent = Union[LocalGranted, LocalTimedOut, LocalLost, LocalPublications, LocalPublishAcked, ClientsChanged,
-                    BadFrame, LockExpired]
-
-
-class Output(NamedTuple):
-    sends: list[tuple[bytes, bytes]]
-    events: list[ServerEvent]
-
-
 _NOTHING: Final = Output([], [])
 
 
-class ServerCore:
+class ServerCore(ClaimsMixin):
     """One serving locker's sessions, dispatch, routing and recovery, around a LockTable."""
 
     def __init__(self, *, name: str, unique_name: str, now: float, max_lock_time: float | None = None,
@@ -143,6 +87,9 @@ class ServerCore:
         self._foreign_ids = False  # a re-claim was granted: ids of a previous server are in the table
         self._id_prefix = id_prefix
         self._clients_dirty = recover_from is not None  # the server file must name whom we wait for
+        self.watches = Watches()  # names whose holders are pushed to their watchers on every change
+        self._any_of: set[str] = set()  # lock ids of any-of claims: granted with the name they got
+        self._now = now  # the time of the latest call, for descriptions pushed from take()
         self._sends: list[tuple[bytes, bytes]] = []
         self._events: list[ServerEvent] = []
         # Each handler takes the decoded message of its own type (Any here: the table is keyed on that type).
@@ -163,6 +110,9 @@ class ServerCore:
             p.Credit: self._on_credit,
             p.Reclaim: self._on_reclaim,
             p.ReclaimDone: self._on_reclaim_done,
+            p.Claim: self._on_claim,
+            p.Inspect: self._on_inspect,
+            p.Watch: self._on_watch,
         }
 
     # ------------------------------------------------------------------ output
@@ -174,6 +124,8 @@ class ServerCore:
         """
         if self.flow.has_output:
             self._take_flow()
+        if self.watches:
+            self._push_changes()
         if not (self._sends or self._events or self._clients_dirty):
             return _NOTHING
         if self._clients_dirty:
@@ -200,6 +152,7 @@ class ServerCore:
             self._refuse(peer, 0, BAD_FRAME, f"bad frame: {exc}")
             return
         info = self._clients.get(peer)
+        self._now = now
         if info is not None:
             self.table.touch(peer, now)  # any traffic renews the lease
         kind = type(message)
@@ -253,6 +206,8 @@ class ServerCore:
         if held is not None and held.owner != peer:
             self._refuse(peer, release.request_id, NOT_HOLDER, "lock is held by another locker")
             return
+        if held is not None and self.watches:
+            self.watches.changed(held.names)
         released, effects = self.table.release(release.lock_id, now, peer)
         if effects:
             self._apply(effects)
@@ -284,14 +239,22 @@ class ServerCore:
 
     def _on_reclaim(self, peer: bytes, info: ClientInfo, reclaim: p.Reclaim, now: float) -> None:
         held = self.table.get(reclaim.lock_id)
-        if held is not None and held.owner == peer:
-            granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)  # still ours
-        elif info.unique_name not in self._expected or not self._earlier_token(reclaim.token):
-            # Only a client of the previous server may take back what it held there, and only
-            # with a token that server could have granted: no jump of the token sequence.
+        claim = Claim(reclaim.mode, reclaim.limit, reclaim.any_of, reclaim.info)
+        try:
+            check_claim(claim)
+        except ValueError:
             granted = False
         else:
-            granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now)
+            if held is not None and held.owner == peer:  # still ours
+                granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now, claim)
+            elif info.unique_name not in self._expected or not self._earlier_token(reclaim.token):
+                # Only a client of the previous server may take back what it held there, and only
+                # with a token that server could have granted: no jump of the token sequence.
+                granted = False
+            else:
+                granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now, claim)
+        if granted and self.watches:
+            self.watches.changed(tuple(reclaim.names))
         self._foreign_ids = self._foreign_ids or granted
         self._sends.append((peer, p.encode(p.Reclaimed(reclaim.request_id, granted))))
 
@@ -326,6 +289,10 @@ class ServerCore:
         return effects[0]
 
     def local_release(self, lock_id: str, now: float) -> bool:
+        held = self.table.get(lock_id)
+        if held is not None and self.watches:
+            self._now = now
+            self.watches.changed(held.names)
         released, effects = self.table.release(lock_id, now, LOCAL)
         if effects:
             self._apply(effects)
@@ -337,12 +304,14 @@ class ServerCore:
         self._apply(effects)
         return cancelled
 
-    def local_reclaim(self, lock_id: str, names: list[str], token: int, now: float) -> bool:
+    def local_reclaim(self, lock_id: str, names: list[str], token: int, now: float, claim: Claim = PLAIN) -> bool:
         held = self.table.get(lock_id)
         if (held is None or held.owner != LOCAL) and not self._earlier_token(token):
             return False
-        granted = self.table.reclaim(lock_id, LOCAL, names, token, now)
+        granted = self.table.reclaim(lock_id, LOCAL, names, token, now, claim)
         self._foreign_ids = self._foreign_ids or granted
+        if granted and self.watches:
+            self.watches.changed(tuple(names))
         return granted
 
     def successor_must_wait_for(self) -> tuple[str, ...]:
@@ -374,6 +343,7 @@ class ServerCore:
         deadline = table.next_deadline()
         if deadline is None or deadline > now:
             return  # the cheap answer to every wake-up: nothing is due
+        self._now = now
         effects = table.expire(now)
         if effects:
             self._apply(effects)
@@ -394,7 +364,7 @@ class ServerCore:
         clocks (lease, maxLockTime) and call timeouts cover their loss.
         """
         message = p.decode(frame)
-        if type(message) is p.Grant:
+        if isinstance(message, (p.Grant, p.GrantNames)):
             released, effects = self.table.release(message.lock_id, now, peer)
             if released:
                 self._apply(effects)
@@ -427,6 +397,7 @@ class ServerCore:
         """Forget who ``peer`` is (not what it holds); False if it never said hello."""
         info = self._clients.pop(peer, None)
         self.flow.remove_receiver(peer)
+        self.watches.forget(peer)
         if info is None:
             return False
         if self._names.get(info.unique_name) == peer:
@@ -471,9 +442,19 @@ class ServerCore:
 
     def _apply(self, effects: list[Effect]) -> None:
         """Turn table effects into frames for clients and events for the serving locker."""
-        sends, events = self._sends, self._events
+        sends, events, watches, any_of = self._sends, self._events, self.watches, self._any_of
         for effect in effects:
             owner = effect.owner
+            if watches and isinstance(effect, (Granted, Expired)):
+                watches.changed(effect.names)
+            if any_of and not isinstance(effect, Expired) and effect.lock_id in any_of:
+                any_of.discard(effect.lock_id)
+                if isinstance(effect, Granted) and owner != LOCAL and isinstance(owner, bytes):
+                    tag = effect.tag if isinstance(effect.tag, int) else 0
+                    self._queued.pop((owner, tag), None)
+                    sends.append((owner, p.encode(p.GrantNames(tag, effect.lock_id, effect.token,
+                                                               list(effect.names)))))
+                    continue
             if owner == LOCAL:
                 if isinstance(effect, Granted):
                     events.append(LocalGranted(effect.lock_id, effect.token))

@@ -4,13 +4,19 @@ Theory of operation
 -------------------
 A *request* asks for one or many names at once, on behalf of an *owner* (one
 connected locker), under a *lock id* chosen by the caller. It is granted all of
-its names or none of them.
+its names or none of them, or with ``any_of`` the first of them it may take. Its
+``Claim`` says how (``holds.py``): exclusively, shared with other shared holders,
+or as one of at most ``limit`` slot holders.
 
 * **FIFO per name.** A request that cannot be granted at once enters the queue of
   every name it asks for, in one step. It is granted when it is at the head of all
   of those queues and none of its names is held. Requests therefore keep their
   place: a later single-name request never overtakes an earlier multi-name one,
-  even when its own name happens to be free.
+  even when its own name happens to be free, and a shared request never overtakes
+  an exclusive one queued before it (writers do not starve).
+* **Compatible holders.** Shared holders of a name coexist; slot holders coexist up
+  to their limit, and every request for a name in use by slots must ask for the
+  same limit (``LimitConflict`` otherwise); an exclusive holder is alone.
 * **No deadlock among waiters.** Arrival order is one total order, and every queue
   is a slice of it, so the oldest waiting request is at the head of each of its
   queues and is granted as soon as its names are released.
@@ -40,48 +46,30 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Hashable, Iterable, Sequence
-from typing import NamedTuple, Union, cast
+from collections.abc import Iterable, Sequence
+from typing import cast
 
-Owner = Hashable
+from .holds import (
+    EXCLUSIVE,
+    PLAIN,
+    SLOT,
+    Claim,
+    Crowd,
+    Dropped,
+    Effect,
+    Expired,
+    Granted,
+    HeldLock,
+    LimitConflict,
+    Owner,
+    Request,
+    SlotLimits,
+    TimedOut,
+    admits,
+)
 
-
-class Granted(NamedTuple):
-    lock_id: str
-    owner: Owner
-    tag: object
-    names: tuple[str, ...]
-    token: int
-
-
-class TimedOut(NamedTuple):
-    lock_id: str
-    owner: Owner
-    tag: object
-    names: tuple[str, ...]
-
-
-class Dropped(NamedTuple):
-    """A waiting request removed because its owner went away."""
-
-    lock_id: str
-    owner: Owner
-    tag: object
-    names: tuple[str, ...]
-    reason: str
-
-
-class Expired(NamedTuple):
-    """A held lock taken from its owner (``reason``: maxLockTime, lease, disconnected)."""
-
-    lock_id: str
-    owner: Owner
-    names: tuple[str, ...]
-    token: int
-    reason: str
-
-
-Effect = Union[Granted, TimedOut, Dropped, Expired]
+__all__ = ["REASON_DISCONNECTED", "REASON_LEASE", "REASON_MAX_LOCK_TIME", "Claim", "Dropped", "Effect", "Expired",
+           "Granted", "HeldLock", "LimitConflict", "LockTable", "Owner", "TimedOut"]
 
 REASON_MAX_LOCK_TIME = "maxLockTime"
 REASON_LEASE = "lease"
@@ -90,57 +78,20 @@ REASON_DISCONNECTED = "disconnected"
 _PENDING, _HELD, _LEASE = 0, 1, 2
 
 
-class _Request:
-    __slots__ = ("deadline", "lock_id", "names", "owner", "tag")
-
-    def __init__(self, lock_id: str, owner: Owner, names: tuple[str, ...], deadline: float | None, tag: object) -> None:
-        self.lock_id = lock_id
-        self.owner = owner
-        self.names = names
-        self.deadline = deadline
-        self.tag = tag
-
-
-class HeldLock:
-    """A granted lock, as the table keeps it (read-only for callers)."""
-
-    __slots__ = ("expires_at", "granted_at", "lock_id", "names", "owner", "token")
-
-    def __init__(
-        self,
-        lock_id: str,
-        owner: Owner,
-        names: tuple[str, ...],
-        token: int,
-        granted_at: float,
-        expires_at: float | None,
-    ) -> None:
-        self.lock_id = lock_id
-        self.owner = owner
-        self.names = names
-        self.token = token
-        self.granted_at = granted_at
-        self.expires_at = expires_at
-
-
 class LockTable:
     """Grants, queues, expires and releases exclusive locks on names."""
 
-    def __init__(
-        self,
-        max_lock_time: float | None = None,
-        lease: float | None = None,
-        first_token: int = 1,
-        recover_until: float | None = None,
-    ) -> None:
+    def __init__(self, max_lock_time: float | None = None, lease: float | None = None, first_token: int = 1,
+                 recover_until: float | None = None) -> None:
         self.max_lock_time = max_lock_time
         self.lease = lease
         self.recover_until = recover_until
         self._next_token = first_token
-        self._holders: dict[str, HeldLock] = {}
+        self._holders: dict[str, HeldLock | Crowd] = {}
+        self._limits = SlotLimits()  # the limit each name is in use with by slot requests
         self._held: dict[str, HeldLock] = {}
         self._queues: dict[str, deque[str]] = {}
-        self._pending: dict[str, _Request] = {}
+        self._pending: dict[str, Request] = {}
         # owner -> its lock ids, an ordered set (a dict): dropping an owner frees its locks in
         # the order they were taken, whatever the interpreter's hash seed.
         self._by_owner: dict[Owner, dict[str, None]] = {}
@@ -151,12 +102,15 @@ class LockTable:
 
     # ------------------------------------------------------------------ inputs
     def acquire(
-        self, lock_id: str, owner: Owner, names: Sequence[str], timeout: float | None, now: float, tag: object = None
+        self, lock_id: str, owner: Owner, names: Sequence[str], timeout: float | None, now: float, tag: object = None,
+        claim: Claim = PLAIN,
     ) -> list[Effect]:
-        """Ask for every name in ``names``; ``timeout`` None waits forever, 0 never waits.
+        """Ask for every name in ``names`` (or, ``claim.any_of``, for one of them) as ``claim`` says.
 
-        Returns ``[Granted]``, ``[TimedOut]`` (timeout 0 and not free), or ``[]``
-        (queued: a later call's effects answer it).
+        ``timeout`` None waits forever, 0 never waits. Returns ``[Granted]``, ``[TimedOut]``
+        (timeout 0 and not free), or ``[]`` (queued: a later call's effects answer it).
+        Raises ValueError for a lock id in use or no names, LimitConflict for a slot
+        limit other than the one a name is in use with.
         """
         if lock_id in self._held or lock_id in self._pending:
             raise ValueError(f"lock id {lock_id!r} is already in use")
@@ -164,15 +118,31 @@ class LockTable:
         if not unique:
             raise ValueError("a lock request needs at least one name")
         holders, queues = self._holders, self._queues
-        if self.recover_until is None and all(n not in holders and n not in queues for n in unique):
-            token = self._next_token  # free: granted at once (what _grant does, without a _Request)
-            self._next_token = token + 1
-            self._hold(lock_id, owner, unique, token, now)
-            return [Granted(lock_id, owner, tag, unique, token)]
+        if claim is PLAIN:
+            if self.recover_until is None and all(n not in holders and n not in queues for n in unique):
+                token = self._next_token  # free: granted at once (what _grant does, without a Request)
+                self._next_token = token + 1
+                self._hold(lock_id, owner, unique, token, now)
+                return [Granted(lock_id, owner, tag, unique, token)]
+        else:
+            if claim.mode == SLOT:
+                self._limits.use(unique, claim.limit)
+            if self.recover_until is None:
+                fits = [n for n in unique if n not in queues and admits(holders.get(n), claim)]
+                if (claim.any_of and fits) or len(fits) == len(unique):
+                    taken = (fits[0],) if claim.any_of else unique
+                    if claim.mode == SLOT and claim.any_of:
+                        self._limits.free([n for n in unique if n != fits[0]])
+                    token = self._next_token
+                    self._next_token = token + 1
+                    self._hold(lock_id, owner, taken, token, now, claim)
+                    return [Granted(lock_id, owner, tag, taken, token)]
         if timeout is not None and timeout <= 0:
+            if claim.mode == SLOT:
+                self._limits.free(unique)
             return [TimedOut(lock_id, owner, tag, unique)]
         deadline = None if timeout is None else now + timeout
-        request = _Request(lock_id, owner, unique, deadline, tag)
+        request = Request(lock_id, owner, unique, deadline, tag, claim)
         self._pending[lock_id] = request
         for name in unique:
             queue = queues.get(name)
@@ -208,25 +178,29 @@ class LockTable:
         self._unqueue(request, now, out)
         return True, out
 
-    def reclaim(self, lock_id: str, owner: Owner, names: Sequence[str], token: int, now: float) -> bool:
+    def reclaim(self, lock_id: str, owner: Owner, names: Sequence[str], token: int, now: float,
+                claim: Claim = PLAIN) -> bool:
         """Take back a lock held under the previous server; only while recovering.
 
-        Granted (True) when recovery is on, the lock id is unused and no name is held,
+        Granted (True) when recovery is on, the lock id is unused and every name may
+        be held as ``claim`` says (an any-of lock comes back with the one name it had),
         or when ``owner`` still holds exactly this lock (it reconnected to the same server).
         """
         unique = tuple(dict.fromkeys(names))
         mine = self._held.get(lock_id)
-        if mine is not None and mine.owner == owner and mine.names == unique:
+        if mine is not None and mine.owner == owner and mine.names == unique and mine.claim == claim:
             return True  # the same server after all: the lock never left its holder
-        if (
-            self.recover_until is None
-            or not unique
-            or lock_id in self._held
-            or lock_id in self._pending
-            or any(n in self._holders for n in unique)
-        ):
+        holders = self._holders
+        if (self.recover_until is None or not unique or (claim.any_of and len(unique) != 1)
+                or lock_id in self._held or lock_id in self._pending
+                or not all(admits(holders.get(n), claim) for n in unique)):
             return False
-        self._hold(lock_id, owner, unique, token, now)
+        if claim.mode == SLOT:
+            try:
+                self._limits.use(unique, claim.limit)
+            except LimitConflict:
+                return False
+        self._hold(lock_id, owner, unique, token, now, claim)
         if token >= self._next_token:
             self._next_token = token + 1
         return True
@@ -324,8 +298,22 @@ class LockTable:
 
     # ----------------------------------------------------------------- queries
     def holder(self, name: str) -> HeldLock | None:
-        """The lock that holds ``name`` now, if any."""
-        return self._holders.get(name)
+        """The lock that holds ``name`` now, if any (the first granted, when several share it)."""
+        holder = self._holders.get(name)
+        if type(holder) is Crowd:
+            return next(iter(holder.members.values()))
+        return cast("HeldLock | None", holder)
+
+    def holders(self, name: str) -> list[HeldLock]:
+        """Every lock that holds ``name`` now, in the order they were granted."""
+        holder = self._holders.get(name)
+        if holder is None:
+            return []
+        return list(holder.members.values()) if type(holder) is Crowd else [cast(HeldLock, holder)]
+
+    def waiting(self, name: str) -> list[Request]:
+        """The requests waiting for ``name``, in the order they will be considered."""
+        return [self._pending[i] for i in self._queues.get(name, ())]
 
     def get(self, lock_id: str) -> HeldLock | None:
         """The held lock with this id, if any."""
@@ -365,17 +353,13 @@ class LockTable:
 
     # --------------------------------------------------------------- internals
     def _owned(self, owner: Owner) -> dict[str, None]:
-        ids = self._by_owner.get(owner)
-        if ids is None:
-            self._by_owner[owner] = ids = {}
-        return ids
+        return self._by_owner.setdefault(owner, {})
 
     def _schedule(self, when: float, kind: int, key: object) -> None:
         self._heap_seq += 1
         heapq.heappush(self._heap, (when, self._heap_seq, kind, key))
-        if len(self._heap) > 1024 and len(self._heap) > 4 * (
-            len(self._held) + len(self._pending) + len(self._lease_expiry)
-        ):
+        size = len(self._heap)
+        if size > 1024 and size > 4 * (len(self._held) + len(self._pending) + len(self._lease_expiry)):
             self._compact_heap()
 
     def _compact_heap(self) -> None:
@@ -394,19 +378,28 @@ class LockTable:
             return held is not None and held.expires_at == when
         return key in self._lease_expiry
 
-    def _grant(self, request: _Request, now: float, out: list[Effect]) -> None:
+    def _grant(self, request: Request, now: float, out: list[Effect], names: tuple[str, ...] | None = None) -> None:
         token = self._next_token
         self._next_token = token + 1
-        self._hold(request.lock_id, request.owner, request.names, token, now)
-        out.append(Granted(request.lock_id, request.owner, request.tag, request.names, token))
+        taken = request.names if names is None else names
+        self._hold(request.lock_id, request.owner, taken, token, now, request.claim)
+        out.append(Granted(request.lock_id, request.owner, request.tag, taken, token))
 
-    def _hold(self, lock_id: str, owner: Owner, names: tuple[str, ...], token: int, now: float) -> None:
+    def _hold(self, lock_id: str, owner: Owner, names: tuple[str, ...], token: int, now: float,
+              claim: Claim = PLAIN) -> None:
         """Record a held lock (a grant, or a reclaim after a failover) and schedule its expiry."""
         expires_at = None if not self.max_lock_time else now + self.max_lock_time
-        held = HeldLock(lock_id, owner, names, token, now, expires_at)
+        held = HeldLock(lock_id, owner, names, token, now, expires_at, claim)
         holders = self._holders
-        for name in names:
-            holders[name] = held
+        if claim.mode == EXCLUSIVE:
+            for name in names:
+                holders[name] = held
+        else:
+            for name in names:
+                crowd = holders.get(name)
+                if crowd is None:
+                    holders[name] = crowd = Crowd(claim.mode, claim.limit)
+                cast(Crowd, crowd).members[lock_id] = held
         self._held[lock_id] = held
         self._owned(owner)[lock_id] = None
         if expires_at is not None:
@@ -415,16 +408,28 @@ class LockTable:
     def _unhold(self, held: HeldLock) -> None:
         del self._held[held.lock_id]
         holders = self._holders
-        for name in held.names:
-            if holders.get(name) is held:
-                del holders[name]
+        if held.claim.mode == EXCLUSIVE:
+            for name in held.names:
+                if holders.get(name) is held:
+                    del holders[name]
+        else:
+            for name in held.names:
+                crowd = holders.get(name)
+                if type(crowd) is Crowd:
+                    crowd.members.pop(held.lock_id, None)
+                    if not crowd.members:
+                        del holders[name]
+            if held.claim.mode == SLOT:
+                self._limits.free(held.names)
         ids = self._by_owner.get(held.owner)
         if ids is not None:
             ids.pop(held.lock_id, None)
             if not ids:
                 del self._by_owner[held.owner]
 
-    def _unqueue(self, request: _Request, now: float, out: list[Effect], promote: bool = True) -> None:
+    def _unqueue(self, request: Request, now: float, out: list[Effect], promote: bool = True) -> None:
+        if request.claim.mode == SLOT:
+            self._limits.free(request.names)
         del self._pending[request.lock_id]
         queues = self._queues
         was_head: list[str] = []
@@ -452,8 +457,11 @@ class LockTable:
         while work:
             name = work.pop()
             queue = queues.get(name)
-            if not queue or name in holders:
+            if not queue:
                 continue
+            holder = holders.get(name)
+            if type(holder) is HeldLock:
+                continue  # held alone: nothing queued on it can go
             request = pending[queue[0]]
             if request.deadline is not None and request.deadline <= now:
                 # Too late: answer it as timed out and look again at what it queued on.
@@ -461,13 +469,30 @@ class LockTable:
                 self._unqueue(request, now, out, promote=False)
                 work.extend(request.names)
                 continue
-            if self.recover_until is not None:
+            if self.recover_until is not None or not admits(holder, request.claim):
                 continue  # deadlines still apply while recovering; grants wait
-            if all(n not in holders and queues[n][0] == request.lock_id for n in request.names):
-                del pending[request.lock_id]
-                for n in request.names:
-                    queue = queues[n]
+            lock_id = request.lock_id
+            if request.claim.any_of:
+                # The first of its names, in the order asked, where it is first in line and may hold.
+                taken = next(n for n in request.names
+                             if queues[n][0] == lock_id and admits(holders.get(n), request.claim))
+            elif not all(queues[n][0] == lock_id and admits(holders.get(n), request.claim) for n in request.names):
+                continue
+            else:
+                taken = None
+            del pending[lock_id]
+            for n in request.names:
+                queue = queues[n]
+                if queue[0] == lock_id:
                     queue.popleft()
-                    if not queue:
-                        del queues[n]
+                else:
+                    queue.remove(lock_id)  # an any-of request leaves the queues of the names it did not take
+                if not queue:
+                    del queues[n]
+            if taken is None:
                 self._grant(request, now, out)
+            else:
+                if request.claim.mode == SLOT:
+                    self._limits.free([n for n in request.names if n != taken])
+                self._grant(request, now, out, (taken,))
+            work.extend(request.names)  # the next in line may share what it was granted, or take what it left

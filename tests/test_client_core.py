@@ -28,6 +28,7 @@ from pylocker.client_core import (
 )
 from pylocker.errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED
 from pylocker.flow import CREDIT_EVERY, PUBLISH_WINDOW
+from pylocker.items import encode_item, join_items
 
 LEASE = 2.0
 ME = "me-unique"
@@ -515,7 +516,7 @@ def test_a_max_lock_time_expire_is_reported_without_a_client_clock() -> None:
 
 # ------------------------------------------------------------------ publications
 def _items(*messages: str) -> bytes:
-    return p.join_items([p.encode_item(m, {"n": m}, None, 0, f"id-{m}", 5.0) for m in messages])
+    return join_items([encode_item(m, {"n": m}, None, 0, f"id-{m}", 5.0) for m in messages])
 
 
 def _deliver(sender: str, before: int, *messages: str) -> bytes:

@@ -19,6 +19,7 @@ import pytest
 from pylocker import protocol as p
 from pylocker.client import Client
 from pylocker.errors import LockTimeout, NotConnected
+from pylocker.items import join_items
 from pylocker.server import Server
 from pylocker.transport.address import Address, parse
 from pylocker.transport.base import Security
@@ -185,7 +186,7 @@ def test_a_heartbeat_leaves_while_a_long_backlog_is_read() -> None:
     client._running = True  # as its I/O thread would be: this test plays that thread
     hello = client._core.hello(clock())
     client._feed(wire, [p.encode(p.Welcome(hello, "server-unique", "server", None, 5.0, 1))])
-    batch = p.encode(p.Deliver(0, "b-unique", "b", 0, 1, p.join_items([item("m")])))
+    batch = p.encode(p.Deliver(0, "b-unique", "b", 0, 1, join_items([item("m")])))
     client._feed(wire, [batch] * 10)  # 4 s of storing in one read
     heartbeats = [message for message in wire.sent if type(message) is p.Heartbeat]
     assert len(heartbeats) >= 3  # one a second at a 5 s lease, sent as they fell due

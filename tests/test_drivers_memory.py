@@ -20,6 +20,7 @@ import pytest
 from pylocker import protocol as p
 from pylocker.client import Client
 from pylocker.errors import LockTimeout, NotConnected, NotLockHolder, NotStarted
+from pylocker.items import decode_items, encode_item
 from pylocker.server import Server
 from pylocker.transport.address import Address, parse
 from pylocker.transport.base import Security
@@ -164,7 +165,7 @@ def make_client(address: Address, security: Security) -> Iterator[Callable[..., 
 
 
 def item(message: str, payload: Any = None) -> bytes:
-    return p.encode_item(message, payload, None, 0, f"pub-{message}", 1.5)
+    return encode_item(message, payload, None, 0, f"pub-{message}", 1.5)
 
 
 # ------------------------------------------------------------------------ locks
@@ -331,7 +332,7 @@ def test_a_broadcast_reaches_the_others_and_the_server_but_not_its_sender(
     assert (sender, sender_name, [i[0] for i in items]) == ("a-unique", "a", ["everyone"])
     [(sender, sender_name, count, packed)] = calls.publications.wait_for()
     assert (sender, sender_name, count) == ("a-unique", "a", 1)
-    assert p.decode_items(packed, count)[0][0] == "everyone"
+    assert decode_items(packed, count)[0][0] == "everyone"
     # The server routed the broadcast before this publication: a's subscription gets
     # them in that order, so once "after" is here the broadcast was seen and ignored.
     server.publish(["a-unique"], [item("after")])
@@ -345,7 +346,7 @@ def test_a_publication_for_the_server_reaches_its_callback(server: Server, calls
     a.publish(["server-unique"], [item("for-you")])
     [(sender, _, count, packed)] = calls.publications.wait_for()
     assert (sender, count) == ("a-unique", 1)
-    assert p.decode_items(packed, 1)[0][0] == "for-you"
+    assert decode_items(packed, 1)[0][0] == "for-you"
 
 
 # ----------------------------------------------------------------- losing contact

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pylocker import protocol as p
 from pylocker.errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED
 from pylocker.flow import WINDOW
+from pylocker.items import encode_item, join_items
 from pylocker.server_core import (
     BAD_FRAMES_LOGGED,
     MAX_DETAIL,
@@ -72,7 +73,7 @@ def grant(core: ServerCore, peer: bytes, names: list[str], now: float, rid: int 
 
 
 def items(*messages: str) -> bytes:
-    return p.join_items([p.encode_item(m, None, None, 0, f"id-{m}", 1.0) for m in messages])
+    return join_items([encode_item(m, None, None, 0, f"id-{m}", 1.0) for m in messages])
 
 
 # ------------------------------------------------------------------ hello, welcome

@@ -1,0 +1,139 @@
+"""How a locker node serves: winning the election, starting the server, advertising it, giving up.
+
+A part of ``LockerNode`` (``node.py``), kept apart so that each module has one job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Final
+
+from .election.base import ElectionBackend, Fingerprint, Term, first_token
+from .election.serverfile import this_host
+from .errors import ServerFileError
+from .inbox import Inbox
+from .link import DEFAULT_LEASE, Link, NodeConfig, Role
+from .server import Server
+from .transport import address as addresses
+
+MIN_GRACE: Final = 2.0  # seconds a new server waits at least for the previous clients' re-claims
+
+
+class ServingMixin:
+    """The serving side of ``LockerNode``, which provides the state named below."""
+
+    config: NodeConfig
+    unique_name: str
+    inbox: Inbox
+    fingerprint: Fingerprint | None
+    _link: Link | None
+    _term: Term | None
+    _role_lock: threading.RLock
+    _closing: bool
+    _log: logging.Logger
+
+    @property
+    def server(self) -> Server | None:
+        raise NotImplementedError
+
+    def _set_role(self, role: Role) -> None:
+        raise NotImplementedError
+
+    def _lost(self, lock_id: str, reason: str) -> None:
+        raise NotImplementedError
+
+    def _lose_all(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _reclaim(self, link: Link) -> None:
+        raise NotImplementedError
+
+    def _start_failover(self) -> None:
+        raise NotImplementedError
+
+    def _try_serve(self, election: ElectionBackend) -> bool:
+        term = election.campaign()
+        if term is None:
+            return False
+        try:
+            previous = election.read()
+        except ServerFileError:
+            previous = None
+        config = self.config
+        lease = config.lease or DEFAULT_LEASE
+        recover_from = None
+        if previous is not None and previous.unique_name != self.unique_name and previous.clients:
+            # The previous server may have died with clients holding locks: give them a
+            # grace period to re-claim those before anything new is granted.
+            recover_from = set(previous.clients) - {self.unique_name}
+        server = Server(config.listen, config.security(), name=config.name,
+                        unique_name=self.unique_name, max_lock_time=config.max_lock_time or None,
+                        lease=config.lease, epoch=term.epoch, first_token=first_token(term.epoch),
+                        recover_from=recover_from, grace=max(lease, MIN_GRACE), on_lost=self._lost,
+                        on_publications=self.inbox.deliver_packed if config.receive_messages else None,
+                        on_clients_changed=self._clients_changed, on_tick=self._refresh_fingerprint,
+                        on_failure=self._give_up_serving)
+        try:
+            server.start()
+            bound = server.address
+            reach = config.advertise or bound
+            fingerprint = Fingerprint(
+                self.unique_name, time.time(), addresses.advertised(reach.host) if reach.is_tcp else reach.url,
+                reach.port or bound.port, os.getpid(), config.name, term.epoch, (), this_host())
+            election.publish(fingerprint)
+        except BaseException:
+            server.stop()
+            term.resign()
+            raise
+        with self._role_lock:
+            self._link, self._term, self.fingerprint = server, term, fingerprint
+            self._set_role(Role.SERVING)
+        self._log.info("%s serves on %s (election %s, epoch %d%s)", config.name, bound, election.description,
+                       term.epoch, ", recovering" if recover_from else "")
+        self._reclaim(server)
+        return True
+
+    def _refresh_fingerprint(self) -> None:
+        # Runs on the server's I/O thread, once a second.
+        term = self._term
+        if term is not None and not term.valid():
+            self._give_up_serving("its election lock file was deleted or replaced; another locker may serve")
+            return
+        fp = self.fingerprint
+        if self.server is not None and fp is not None:
+            self._publish_fingerprint(fp._replace(timestamp=time.time()))
+
+    def _give_up_serving(self, reason: str) -> None:
+        """Fail-stop: stop serving and give up the election, so that a successor can take over."""
+        with self._role_lock:
+            link, term = self._link, self._term
+            if not isinstance(link, Server) or self._closing:
+                return
+            self._link = self._term = None
+        self._log.error("%s stops serving: %s", self.config.name, reason)
+        fp = self.fingerprint
+        if fp is not None and term is not None and term.valid():
+            self._publish_fingerprint(fp._replace(timestamp=time.time(), stopped=True))
+        link.close()  # from its own I/O thread too: stop() never joins itself
+        if term is not None:
+            term.resign()
+        self._lose_all("the serving locker stopped")  # its table, and every lock in it, is gone
+        self._start_failover()
+
+    def _clients_changed(self, clients: list[str]) -> None:
+        fp = self.fingerprint
+        if self.server is not None and fp is not None:
+            self._publish_fingerprint(fp._replace(timestamp=time.time(), clients=tuple(clients)))
+
+    def _publish_fingerprint(self, fingerprint: Fingerprint) -> None:
+        election = self.config.election
+        if election is None:
+            return
+        self.fingerprint = fingerprint
+        try:
+            election.publish(fingerprint)
+        except (OSError, ServerFileError) as exc:
+            self._log.error("cannot refresh server file %r: %s", election.description, exc)
