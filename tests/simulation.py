@@ -9,7 +9,8 @@ around them (re-claims after a failover, believing in a lock until its lease
 clock says otherwise) is modelled by ``Actor``. After every event the checker
 verifies the safety rules:
 
-* no name is believed held by two clients at once;
+* no name is believed held by two clients at once, unless both hold it shared, or
+  both hold one of its slots and no more clients than its limit do;
 * fencing tokens grow strictly per name;
 * every grant answers the request that asked for it (same client, same names);
 * no lock outlives its owner's lease once the owner is gone (crashed);
@@ -40,9 +41,11 @@ from pylocker import protocol as p
 from pylocker.client_core import ClientCore, LeaseLapsed, LockExpired, Reply
 from pylocker.election.base import first_token
 from pylocker.election.memory import MemoryElectionStore
+from pylocker.holds import PLAIN, SHARED, SLOT, Claim
 from pylocker.server_core import ServerCore
 
-GRANT_TYPE = p.encode(p.Grant(0, "", 0))[2]  # the type byte of an encoded Grant
+GRANT_TYPES = {p.encode(p.Grant(0, "", 0))[2], p.encode(p.GrantNames(0, "", 0, ["n"]))[2]}  # their type bytes
+SLOT_LIMIT = 2  # every slot claim of a run asks for this limit (a mismatch is refused: tested elsewhere)
 BREAK_AFTER = 4.0  # a partition longer than this breaks the connection (ZeroMQ's heartbeat timeout)
 
 
@@ -67,6 +70,7 @@ class Options:
     duration: float  # simulated seconds with faults
     fault_rate: float  # faults per simulated second
     server_dies: bool
+    claims: bool  # clients also ask for shared locks, slots and any-of locks
 
     @classmethod
     def from_seed(cls, seed: int) -> Options:
@@ -74,7 +78,8 @@ class Options:
         return cls(seed=seed, clients=rng.randint(2, 5), names=[f"n{i}" for i in range(rng.randint(1, 3))],
                    lease=rng.choice([1.0, 2.0, 3.0]), max_lock_time=rng.choice([None, None, 1.5, 4.0]),
                    delay=rng.choice([0.0005, 0.005, 0.05]), duration=rng.uniform(3, 10),
-                   fault_rate=rng.choice([0.0, 0.2, 0.5, 1.0]), server_dies=rng.random() < 0.5)
+                   fault_rate=rng.choice([0.0, 0.2, 0.5, 1.0]), server_dies=rng.random() < 0.5,
+                   claims=rng.random() < 0.6)
 
 
 class Connection:
@@ -163,6 +168,7 @@ class Held:
     names: tuple[str, ...]
     token: int
     expires_at: float | None = None
+    claim: Claim = PLAIN
 
 
 @dataclass
@@ -177,6 +183,7 @@ class Actor:
     believed: dict[str, Held] = field(default_factory=dict)
     waiting: dict[int, tuple[tuple[str, ...], float]] = field(default_factory=dict)  # rid -> (names, deadline)
     reclaiming: dict[int, str] = field(default_factory=dict)
+    claims: dict[int, Claim] = field(default_factory=dict)  # rid -> how a waiting request asked
     crashed: bool = False
     paused_until: float = 0.0
     fresh: bool = False
@@ -296,14 +303,18 @@ class Actor:
             if isinstance(message, p.Welcome):
                 self.believe_until = None
                 self.start_reclaims()
-            elif isinstance(message, p.Grant):
+            elif isinstance(message, (p.Grant, p.GrantNames)):
                 names, _ = self.waiting.pop(event.request_id, ((), 0.0))
-                world.checker.granted(self, message, names)
-                self.believed[message.lock_id] = Held(names, message.token, self.core.expiry(message.lock_id))
+                claim = self.claims.pop(event.request_id, PLAIN)
+                world.checker.granted(self, message, names, claim)
+                held_names = tuple(message.names) if isinstance(message, p.GrantNames) else names
+                self.believed[message.lock_id] = Held(held_names, message.token, self.core.expiry(message.lock_id),
+                                                      claim)
                 self.acquires_granted += 1
                 world.schedule(world.now + world.rng.expovariate(1 / 0.3), self.release, message.lock_id)
             elif isinstance(message, (p.Timeout, p.Error)):
                 self.waiting.pop(event.request_id, None)
+                self.claims.pop(event.request_id, None)
             elif isinstance(message, p.Reclaimed):
                 lock_id = self.reclaiming.pop(event.request_id, "")
                 held = self.believed.get(lock_id)
@@ -330,7 +341,8 @@ class Actor:
         if core is None:
             return
         for lock_id, held in list(self.believed.items()):
-            rid = core.request(lambda r, i=lock_id, h=held: p.Reclaim(r, i, list(h.names), h.token), self.world.now)
+            rid = core.request(lambda r, i=lock_id, h=held: p.Reclaim(r, i, list(h.names), h.token, *h.claim),
+                               self.world.now)
             self.reclaiming[rid] = lock_id
         if not self.reclaiming:
             core.send(p.ReclaimDone(0))
@@ -348,7 +360,13 @@ class Actor:
             return
         names = tuple(world.rng.sample(world.options.names, world.rng.randint(1, len(world.options.names))))
         timeout = world.rng.choice([0.0, 0.2, 1.0, 3.0])
-        rid = core.request(lambda r: p.Acquire(r, list(names), timeout), world.now, is_acquire=True)
+        claim = world.rng.choice([PLAIN, PLAIN, Claim(SHARED), Claim(SLOT, SLOT_LIMIT), Claim(any_of=True),
+                                  Claim(SHARED, any_of=True)]) if world.options.claims else PLAIN
+        if claim is PLAIN:
+            rid = core.request(lambda r: p.Acquire(r, list(names), timeout), world.now, is_acquire=True)
+        else:
+            rid = core.request(lambda r: p.Claim(r, list(names), timeout, *claim), world.now, is_acquire=True)
+            self.claims[rid] = claim
         self.waiting[rid] = (names, world.now + timeout)
         self.flush()
 
@@ -373,10 +391,10 @@ class Checker:
         self.grants = 0
 
     def server_sent(self, server: ServerHost, peer: bytes, frame: bytes) -> None:
-        if frame[2] != GRANT_TYPE:  # [VERSION, TYPE, ...]: only grants are checked here
+        if frame[2] not in GRANT_TYPES:  # [VERSION, TYPE, ...]: only grants are checked here
             return
         message = p.decode(frame)
-        if not isinstance(message, p.Grant):
+        if not isinstance(message, (p.Grant, p.GrantNames)):
             return
         held = server.core.table.get(message.lock_id)
         if held is None or held.owner != peer:
@@ -394,27 +412,32 @@ class Checker:
                 raise Violation(f"{message.lock_id} granted {name} before earlier waiters {earlier}")
         self.grants += 1
 
-    def granted(self, actor: Actor, grant: p.Grant, names: tuple[str, ...]) -> None:
+    def granted(self, actor: Actor, grant: p.Grant | p.GrantNames, names: tuple[str, ...], claim: Claim) -> None:
         if not names:
             raise Violation(f"{actor.name} got {grant.lock_id} for no request of its own")
+        if isinstance(grant, p.GrantNames) and (
+                not set(grant.names) <= set(names) or (claim.any_of and len(grant.names) != 1)):
+            raise Violation(f"{grant.lock_id} grants {grant.names} for a request of {names} ({claim})")
         server = self.world.server
         if server is not None and not server.dead:
             held = server.core.table.get(grant.lock_id)
-            if held is not None and (held.owner != actor.peer or tuple(held.names) != names):
+            expected = (tuple(grant.names),) if isinstance(grant, p.GrantNames) else (names,)
+            if held is not None and (held.owner != actor.peer or tuple(held.names) not in expected
+                                     or held.claim != claim):
                 raise Violation(f"{grant.lock_id} answers {actor.name}'s request for {names}, but is {held.names}")
 
     def after_event(self) -> None:
-        believers: dict[str, tuple[Actor, str]] = {}
+        believers: dict[str, list[tuple[Actor, str, Claim]]] = {}
         for actor in self.world.actors:
             for lock_id, held in actor.believed.items():
                 if not actor.believes(lock_id):
                     continue
                 for name in held.names:
-                    other = believers.get(name)
-                    if other is not None:
-                        raise Violation(f"{name} believed held by {other[0].name} ({other[1]}) "
-                                        f"and by {actor.name} ({lock_id})")
-                    believers[name] = (actor, lock_id)
+                    others = believers.setdefault(name, [])
+                    others.append((actor, lock_id, held.claim))
+                    if len(others) > 1 and not _may_share(others):
+                        raise Violation(f"{name} believed held at once by "
+                                        + ", ".join(f"{a.name} ({i}, mode {c.mode})" for a, i, c in others))
         server = self.world.server
         if self.world.crashed and server is not None and not server.dead:
             lease = self.world.options.lease
@@ -422,6 +445,14 @@ class Checker:
                 gone = self.world.now > actor.crashed_at + lease + 0.01
                 if gone and server.core.table.locks_of(actor.peer):
                     raise Violation(f"{actor.name} crashed at {actor.crashed_at:.3f} and still holds locks")
+
+
+def _may_share(holders: list[tuple[Actor, str, Claim]]) -> bool:
+    """Whether these holders may hold one name together: all shared, or all slots within the limit."""
+    modes = {claim.mode for _, _, claim in holders}
+    if modes == {SHARED}:
+        return True
+    return modes == {SLOT} and len(holders) <= min(claim.limit for _, _, claim in holders)
 
 
 class World:
