@@ -106,6 +106,9 @@ class Semaphore:
         return f"<Semaphore {self.name!r} limit={self.limit}>"
 
 
+_UNSEEN = object()
+
+
 class _Watcher:
     """Follows one internal name's holders; calls its callbacks with what ``view`` makes of them."""
 
@@ -115,7 +118,7 @@ class _Watcher:
         self._view = view
         self._callbacks: list[Callable[[Any], None]] = []
         self._lock = threading.Lock()
-        self._last: Any = None
+        self._last: Any = _UNSEEN
         self._watching = False
 
     def add(self, callback: Callable[[Any], None]) -> None:
@@ -128,12 +131,14 @@ class _Watcher:
         if start:
             holders, _ = self._node.watch(self._internal, self._changed)
             with self._lock:
-                self._last = self._view(holders)
+                if self._last is _UNSEEN:  # unless a change pushed since is newer
+                    self._last = self._view(holders)
 
     def close(self) -> None:
         with self._lock:
             watching, self._watching = self._watching, False
             self._callbacks.clear()
+            self._last = _UNSEEN
         if watching:
             self._node.unwatch(self._internal, self._changed)
 

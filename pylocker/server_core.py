@@ -218,6 +218,7 @@ class ServerCore(ClaimsMixin):
         lock_id = self._queued.pop((peer, message.request_id), None)
         if lock_id is not None:
             _, effects = self.table.cancel(lock_id, now, peer)
+            self._any_of.discard(lock_id)
             self._apply(effects)
 
     def _on_heartbeat(self, peer: bytes, info: ClientInfo, message: p.Message, now: float) -> None:
@@ -301,6 +302,8 @@ class ServerCore(ClaimsMixin):
     def local_cancel(self, lock_id: str, now: float) -> bool:
         """Withdraw a queued local request; False when it is no longer waiting (answered already)."""
         cancelled, effects = self.table.cancel(lock_id, now, LOCAL)
+        if cancelled:
+            self._any_of.discard(lock_id)
         self._apply(effects)
         return cancelled
 
@@ -376,6 +379,11 @@ class ServerCore(ClaimsMixin):
         for key in [k for k in self._queued if k[0] == peer]:
             del self._queued[key]
         effects = self.table.drop_owner(peer, now)
+        for effect in effects:  # its own locks and requests: nobody to tell but the watchers
+            if isinstance(effect, Dropped):
+                self._any_of.discard(effect.lock_id)
+            elif isinstance(effect, Expired) and self.watches:
+                self.watches.changed(effect.names)
         self._apply([e for e in effects if not isinstance(e, (Expired, Dropped))])
 
     # ----------------------------------------------------------------- queries

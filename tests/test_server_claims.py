@@ -207,3 +207,27 @@ def test_an_any_of_grant_that_cannot_be_delivered_is_undone() -> None:
     [moved] = to(core.take(), B)
     assert isinstance(moved, p.Grant)
     assert core.table.holders("p")[0].owner == B
+
+
+def test_a_goodbye_tells_the_watchers_that_its_holds_are_gone() -> None:
+    core = make_core()
+    hello(core, A)
+    hello(core, B)
+    send(core, A, p.Watch(1, "job", True), 0.0)
+    send(core, B, p.Acquire(2, ["job"], None), 0.1)
+    assert to(send(core, B, p.Bye(0), 0.2), A) == [p.Holders(0, "job", [], [])]
+
+
+def test_any_of_requests_withdrawn_or_dropped_leave_no_bookkeeping_behind() -> None:
+    core = make_core()
+    hello(core, A)
+    hello(core, B)
+    send(core, A, p.Acquire(1, ["p", "q"], None), 0.0)
+    for rid in range(2, 50):
+        send(core, B, claim(rid, ["p", "q"], any_of=True), 0.0)
+        send(core, B, p.Cancel(rid), 0.0)
+    send(core, B, claim(50, ["p", "q"], any_of=True), 0.0)
+    send(core, B, p.Bye(0), 0.1)
+    core.local_claim("local-1", ["p", "q"], None, Claim(any_of=True), 0.2)
+    core.local_cancel("local-1", 0.3)
+    assert core._any_of == set()  # one entry per waiting any-of request, none once they are gone
