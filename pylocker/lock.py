@@ -65,7 +65,7 @@ class Lock:
         """Release the names; raises LockLost if they were taken away, LockNotHeld if never held."""
         lock_id, self.lock_id, self.token = self.lock_id, None, None
         if lock_id is None:
-            raise LockNotHeld("")
+            raise LockNotHeld(f"{self.display or list(self.names)} (released already, or never acquired)")
         if self._node.release(lock_id) == 0:
             reason = self._node.owned.lost_reason(lock_id)
             if reason is not None:

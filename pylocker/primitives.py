@@ -9,6 +9,7 @@ path starts with), so ``lock("api")`` and ``semaphore("api", 5)`` never meet.
 from __future__ import annotations
 
 import threading
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import msgpack
@@ -84,6 +85,7 @@ class Semaphore:
         self.limit = limit
         self._internal = _internal(SEMAPHORE_PREFIX, name, "semaphore")
         self._timeout = timeout
+        self._held = threading.local()  # the slots ``with semaphore:`` blocks hold, per thread
 
     def acquire(self, timeout: float | None = None) -> Slot:
         """Wait up to ``timeout`` s (default: the locker's) for a slot; raises LockTimeout.
@@ -101,6 +103,19 @@ class Semaphore:
         """The slots' holders and waiters."""
         return lock_info(self._internal, *self._node.on_link(lambda link: link.inspect(self._internal)),
                          prefix=SEMAPHORE_PREFIX)
+
+    def __enter__(self) -> Slot:
+        """``with semaphore:`` holds a slot (default timeout) for the block; each thread its own."""
+        slot = self.acquire()
+        stack = getattr(self._held, "slots", None)
+        if stack is None:
+            stack = self._held.slots = []
+        stack.append(slot)
+        return slot
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._held.slots.pop().__exit__(exc_type, exc, tb)
 
     def __repr__(self) -> str:
         return f"<Semaphore {self.name!r} limit={self.limit}>"
@@ -160,6 +175,7 @@ class _Held:
     def __init__(self, node: LockerNode, prefix: str, name: str, view: Callable[[list[list[Any]]], Any]) -> None:
         self._node = node
         self._internal = _internal(prefix, name, "group")
+        self._prefix = prefix
         self._lock: Lock | None = None
         self._watcher = _Watcher(node, self._internal, view)
 
@@ -182,6 +198,11 @@ class _Held:
 
     def _holders(self) -> list[list[Any]]:
         return self._node.on_link(lambda link: link.inspect(self._internal))[0]
+
+    def info(self) -> LockInfo:
+        """Who holds it (the leader, or the members) and who waits (the other candidates), in order."""
+        return lock_info(self._internal, *self._node.on_link(lambda link: link.inspect(self._internal)),
+                         prefix=self._prefix)
 
     def close(self) -> None:
         """Let go (resign, or leave) and stop the callbacks."""
