@@ -44,6 +44,7 @@ from typing import Any, Callable, Final, NamedTuple, Union
 from . import protocol as p
 from .errors import NOT_WELCOMED, RemoteProtocolError
 from .flow import CREDIT_EVERY, PUBLISH_WINDOW
+from .holds import untimed
 from .items import decode_items
 
 HEARTBEAT_MAX: Final = 1.0  # seconds between heartbeats at most
@@ -105,11 +106,12 @@ _NOTHING: Final[tuple[list[bytes], list[ClientEvent]]] = ([], [])  # shared: not
 
 
 class _Pending:
-    __slots__ = ("is_acquire", "sent_at")
+    __slots__ = ("is_acquire", "sent_at", "timed")
 
-    def __init__(self, sent_at: float, is_acquire: bool) -> None:
+    def __init__(self, sent_at: float, is_acquire: bool, timed: bool = True) -> None:
         self.sent_at = sent_at
         self.is_acquire = is_acquire
+        self.timed = timed  # its grant runs out at maxLockTime (not a leadership or membership)
 
 
 class ClientCore:
@@ -158,8 +160,10 @@ class ClientCore:
     def request(self, build: Callable[[int], p.Message], now: float, *, is_acquire: bool = False) -> int:
         """Send the message ``build(request_id)``; its answer comes as a ``Reply`` event."""
         request_id = next(self._ids)
-        self._pending[request_id] = _Pending(now, is_acquire)
-        self._sends.append(self._encode(build(request_id)))
+        message = build(request_id)
+        timed = not (is_acquire and isinstance(message, (p.Acquire, p.Claim)) and untimed(message.names))
+        self._pending[request_id] = _Pending(now, is_acquire, timed)
+        self._sends.append(self._encode(message))
         return request_id
 
     def send(self, message: p.Message) -> None:
@@ -232,7 +236,7 @@ class ClientCore:
         if isinstance(message, p.Welcome):
             self.welcome = message
         elif isinstance(message, (p.Grant, p.GrantNames)):
-            max_lock_time = self.welcome.max_lock_time if self.welcome is not None else None
+            max_lock_time = self.welcome.max_lock_time if self.welcome is not None and pending.timed else None
             # The server's clock for maxLockTime starts at the grant, never before our send.
             self.keep_expiry(message.lock_id,
                              pending.sent_at + max_lock_time * (1 - LEASE_DRIFT) if max_lock_time else None)

@@ -35,6 +35,16 @@ class Claim(NamedTuple):
     info: bytes | None = None  # opaque to the table (a group member's packed info)
 
 
+# Leaderships and group memberships last until released or until their session's lease
+# ends: maxLockTime, a bound on how long a lock may be kept, does not apply to them.
+UNTIMED_PREFIXES: Final = ("\x00election\x00", "\x00group\x00")
+
+
+def untimed(names: tuple[str, ...] | list[str]) -> bool:
+    """Whether a lock on ``names`` is exempt from maxLockTime (every name an election's or a group's)."""
+    return names[0].startswith("\x00") and all(name.startswith(UNTIMED_PREFIXES) for name in names)
+
+
 PLAIN: Final = Claim()
 SHARED_CLAIM: Final = Claim(SHARED)
 

@@ -429,17 +429,17 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         check_number(timeout, "timeout")
         check_bool(lockGlobal, "lockGlobal")
         check_bool(shared, "shared")
-        node = self.node
+        node, claim = self.node, SHARED_CLAIM if shared else PLAIN
         if lockGlobal:
-            existing = node.owned.shared_lock(names)
+            existing = node.owned.shared_lock(names, claim)
             if existing is not None:
                 return True, existing
         try:
-            lock_id, _ = node.acquire(names, timeout, SHARED_CLAIM if shared else PLAIN)
+            lock_id, _ = node.acquire(names, timeout, claim)
         except PylockerError as exc:
             return False, code_for(exc, _ACQUIRE_CODES)
         if lockGlobal:
-            node.owned.share(names, lock_id)
+            node.owned.share(names, lock_id, claim)
         return True, lock_id
 
     def acquire(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:

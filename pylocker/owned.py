@@ -25,7 +25,7 @@ class OwnedLocks:
         self._lock = threading.Lock()
         self._owned: dict[str, OwnedLock] = {}
         self._lost: dict[str, str] = {}  # recently lost lock id -> reason, oldest first
-        self._global: dict[frozenset[str], str] = {}  # lockGlobal: names -> the shared lock id
+        self._global: dict[tuple[frozenset[str], Claim], str] = {}  # lockGlobal: (names, claim) -> its lock id
 
     def add(self, lock_id: str, names: list[str] | tuple[str, ...], token: int,
             expires_at: float | None = None, claim: Claim = PLAIN) -> None:
@@ -75,15 +75,15 @@ class OwnedLocks:
         with self._lock:
             return {lock_id: list(lock.names) for lock_id, lock in self._owned.items()}
 
-    def shared_lock(self, names: list[str]) -> str | None:
-        """The held lock id registered for exactly these names with ``lockGlobal``."""
+    def shared_lock(self, names: list[str], claim: Claim = PLAIN) -> str | None:
+        """The held lock id registered for exactly these names, asked for the same way, with ``lockGlobal``."""
         with self._lock:
-            lock_id = self._global.get(frozenset(names))
+            lock_id = self._global.get((frozenset(names), claim))
             return lock_id if lock_id in self._owned else None
 
-    def share(self, names: list[str], lock_id: str) -> None:
+    def share(self, names: list[str], lock_id: str, claim: Claim = PLAIN) -> None:
         with self._lock:
-            self._global[frozenset(names)] = lock_id
+            self._global[(frozenset(names), claim)] = lock_id
 
     def clear(self) -> None:
         with self._lock:
@@ -99,7 +99,7 @@ class OwnedLocks:
     def _drop(self, lock_id: str) -> OwnedLock | None:
         lock = self._owned.pop(lock_id, None)
         if lock is not None and self._global:  # lockGlobal is rare: no set built without it
-            key = frozenset(lock.names)
+            key = (frozenset(lock.names), lock.claim)
             if self._global.get(key) == lock_id:
                 del self._global[key]
         return lock

@@ -8,14 +8,15 @@ path starts with), so ``lock("api")`` and ``semaphore("api", 5)`` never meet.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import msgpack
 
-from .errors import LockTimeout
-from .holds import MODE_NAMES, SHARED, SLOT, Claim
+from .errors import LockTimeout, NotStarted
+from .holds import MODE_NAMES, SHARED, SLOT, UNTIMED_PREFIXES, Claim
 from .items import unpack_payload
 from .lock import Lock
 from .protocol import MAX_INFO, MAX_LIMIT, MAX_NAME_LEN
@@ -24,8 +25,7 @@ if TYPE_CHECKING:
     from .node import LockerNode
 
 SEMAPHORE_PREFIX = "\x00semaphore\x00"
-ELECTION_PREFIX = "\x00election\x00"
-GROUP_PREFIX = "\x00group\x00"
+ELECTION_PREFIX, GROUP_PREFIX = UNTIMED_PREFIXES  # never given up at maxLockTime: only their lease ends them
 
 
 class Holder(NamedTuple):
@@ -59,9 +59,9 @@ def lock_info(name: str, holders: list[list[Any]], waiters: list[list[Any]], pre
 
 def _internal(prefix: str, name: str, what: str) -> str:
     if not isinstance(name, str) or not name:
-        raise TypeError(f"a {what} name must be a non-empty string, not {name!r}")
+        raise TypeError(f"{what} name must be a non-empty string, not {name!r}")
     if len(prefix) + len(name) > MAX_NAME_LEN:
-        raise ValueError(f"a {what} name may have at most {MAX_NAME_LEN - len(prefix)} characters")
+        raise ValueError(f"{what} name may have at most {MAX_NAME_LEN - len(prefix)} characters")
     return prefix + name
 
 
@@ -83,7 +83,7 @@ class Semaphore:
         self._node = node
         self.name = name
         self.limit = limit
-        self._internal = _internal(SEMAPHORE_PREFIX, name, "semaphore")
+        self._internal = _internal(SEMAPHORE_PREFIX, name, "a semaphore")
         self._timeout = timeout
         self._held = threading.local()  # the slots ``with semaphore:`` blocks hold, per thread
 
@@ -144,7 +144,13 @@ class _Watcher:
             start = not self._watching
             self._watching = True
         if start:
-            holders, _ = self._node.watch(self._internal, self._changed)
+            try:
+                holders, _ = self._node.watch(self._internal, self._changed)
+            except BaseException:
+                with self._lock:
+                    self._watching = False
+                    self._callbacks.remove(callback)
+                raise
             with self._lock:
                 if self._last is _UNSEEN:  # unless a change pushed since is newer
                     self._last = self._view(holders)
@@ -155,7 +161,7 @@ class _Watcher:
             self._callbacks.clear()
             self._last = _UNSEEN
         if watching:
-            self._node.unwatch(self._internal, self._changed)
+            self._node.unwatch(self._internal, self._changed)  # no link: nothing to tell
 
     def _changed(self, holders: list[list[Any]], waiters: list[list[Any]]) -> None:
         # On the locker's dispatcher thread: one call at a time, in the order they changed.
@@ -172,9 +178,10 @@ class _Watcher:
 class _Held:
     """What an election and a group share: one claim on an internal name, and a watch on it."""
 
-    def __init__(self, node: LockerNode, prefix: str, name: str, view: Callable[[list[list[Any]]], Any]) -> None:
+    def __init__(self, node: LockerNode, prefix: str, name: str, view: Callable[[list[list[Any]]], Any],
+                 what: str) -> None:
         self._node = node
-        self._internal = _internal(prefix, name, "group")
+        self._internal = _internal(prefix, name, what)
         self._prefix = prefix
         self._lock: Lock | None = None
         self._watcher = _Watcher(node, self._internal, view)
@@ -189,8 +196,9 @@ class _Held:
     def _let_go(self) -> None:
         lock, self._lock = self._lock, None
         if lock is not None and lock.lock_id is not None:
-            self._node.release(lock.lock_id)
-            lock.lock_id = lock.token = None
+            lock_id, lock.lock_id, lock.token = lock.lock_id, None, None
+            with contextlib.suppress(NotStarted):  # a stopped locker let go of everything already
+                self._node.release(lock_id)
 
     def _held(self) -> Lock | None:
         lock = self._lock
@@ -214,7 +222,8 @@ class Election(_Held):
     """One leader among the lockers that campaign for ``group``; leadership ends with the leader's lease."""
 
     def __init__(self, node: LockerNode, group: str) -> None:
-        super().__init__(node, ELECTION_PREFIX, group, lambda holders: holders[0][0] if holders else None)
+        super().__init__(node, ELECTION_PREFIX, group, lambda holders: holders[0][0] if holders else None,
+                         "an election")
         self.group = group
 
     def campaign(self, timeout: float | None = None) -> int:
@@ -264,7 +273,7 @@ class Group(_Held):
     """A membership group: who joined ``name`` and is alive (a member leaves with its lease)."""
 
     def __init__(self, node: LockerNode, name: str) -> None:
-        super().__init__(node, GROUP_PREFIX, name, _members)
+        super().__init__(node, GROUP_PREFIX, name, _members, "a group")
         self.name = name
 
     def join(self, info: Any = None, timeout: float | None = None) -> None:

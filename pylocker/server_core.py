@@ -285,9 +285,13 @@ class ServerCore(ClaimsMixin):
         effects = self.table.acquire(lock_id, LOCAL, names, timeout, now)
         if not effects:
             return None
+        first = effects[0]
+        if self.watches and type(first) is Granted:
+            self._now = now
+            self.watches.changed(first.names)
         if len(effects) > 1:
             self._apply(effects[1:])
-        return effects[0]
+        return first
 
     def local_release(self, lock_id: str, now: float) -> bool:
         held = self.table.get(lock_id)

@@ -66,6 +66,7 @@ from .holds import (
     SlotLimits,
     TimedOut,
     admits,
+    untimed,
 )
 
 __all__ = ["REASON_DISCONNECTED", "REASON_LEASE", "REASON_MAX_LOCK_TIME", "Claim", "Dropped", "Effect", "Expired",
@@ -388,7 +389,7 @@ class LockTable:
     def _hold(self, lock_id: str, owner: Owner, names: tuple[str, ...], token: int, now: float,
               claim: Claim = PLAIN) -> None:
         """Record a held lock (a grant, or a reclaim after a failover) and schedule its expiry."""
-        expires_at = None if not self.max_lock_time else now + self.max_lock_time
+        expires_at = None if not self.max_lock_time or untimed(names) else now + self.max_lock_time
         held = HeldLock(lock_id, owner, names, token, now, expires_at, claim)
         holders = self._holders
         if claim.mode == EXCLUSIVE:

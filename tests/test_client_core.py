@@ -514,6 +514,21 @@ def test_a_max_lock_time_expire_is_reported_without_a_client_clock() -> None:
     assert not core.holds("L1", 5.0)
 
 
+def test_a_leadership_is_not_given_up_at_max_lock_time_by_the_client_clock() -> None:
+    core = welcomed(lease=1000.0, max_lock_time=2.0)
+    rid = core.request(lambda r: p.Claim(r, ["\x00election\x00job"], None, 0, 0, False, None), 1.0,
+                       is_acquire=True)
+    plain = core.request(lambda r: p.Acquire(r, ["x"], None), 1.0, is_acquire=True)
+    core.receive(p.encode(p.Grant(rid, "E1", 7)), 1.1)
+    core.receive(p.encode(p.Grant(plain, "P1", 8)), 1.1)
+    events(core)
+    assert core.expiry("E1") is None
+    assert core.expiry("P1") is not None
+    core.tick(10.0)
+    assert events(core) == [LockExpired("P1", "maxLockTime")]
+    assert core.holds("E1", 10.0)
+
+
 # ------------------------------------------------------------------ publications
 def _items(*messages: str) -> bytes:
     return join_items([encode_item(m, {"n": m}, None, 0, f"id-{m}", 5.0) for m in messages])

@@ -231,3 +231,16 @@ def test_any_of_requests_withdrawn_or_dropped_leave_no_bookkeeping_behind() -> N
     core.local_claim("local-1", ["p", "q"], None, Claim(any_of=True), 0.2)
     core.local_cancel("local-1", 0.3)
     assert core._any_of == set()  # one entry per waiting any-of request, none once they are gone
+
+
+def test_leaderships_and_memberships_are_not_ended_by_max_lock_time() -> None:
+    core = make_core(max_lock_time=1.0)
+    hello(core, A)
+    send(core, A, p.Acquire(1, ["\x00election\x00job"], None), 0.0)
+    send(core, A, claim(2, ["\x00group\x00workers"], SHARED), 0.0)
+    send(core, A, p.Acquire(3, ["plain"], None), 0.0)
+    send(core, A, p.Acquire(4, ["\x00election\x00job2", "plain2"], None), 0.0)  # not only an election's names
+    core.tick(1.5)
+    expired = sorted(m.lock_id for m in to(core.take(), A) if isinstance(m, p.Expire))
+    assert len(expired) == 2
+    assert [len(core.table.holders(n)) for n in ("\x00election\x00job", "\x00group\x00workers", "plain")] == [1, 1, 0]
