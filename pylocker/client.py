@@ -152,16 +152,21 @@ class Client(Connection):
 
     def inspect(self, name: str, timeout: float = 20.0) -> Rows:
         """Who holds ``name`` and who waits for it (rows as in ``protocol.Holders``)."""
-        return self._holders(lambda rid: p.Inspect(rid, name), timeout)
+        reply = self._holders(lambda rid: p.Inspect(rid, name), timeout)
+        return reply.holders, reply.waiters
 
-    def watch(self, name: str, on: bool, timeout: float = 20.0) -> Rows:
-        """Start (or stop) ``on_holders`` calls for ``name``; its rows now."""
-        return self._holders(lambda rid: p.Watch(rid, name, on), timeout)
+    def watch(self, name: str, on: bool, timeout: float = 20.0) -> Rows | None:
+        """Start (or stop) ``on_holders`` calls for ``name``; its rows now.
 
-    def _holders(self, build: Callable[[int], p.Message], timeout: float) -> Rows:
+        None while the server recovers from a failover: the whole view is pushed when it ends.
+        """
+        reply = self._holders(lambda rid: p.Watch(rid, name, on), timeout)
+        return (reply.holders, reply.waiters) if reply.settled else None
+
+    def _holders(self, build: Callable[[int], p.Message], timeout: float) -> p.Holders:
         reply = self._call(build, timeout)
         if isinstance(reply, p.Holders):
-            return reply.holders, reply.waiters
+            return reply
         raise _as_error(reply)
 
     def release(self, lock_id: str, *, held: bool = False, timeout: float = 20.0) -> int:

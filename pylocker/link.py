@@ -52,8 +52,11 @@ class Link(Protocol):
     def inspect(self, name: str) -> Rows:
         """Who holds ``name`` and who waits for it."""
 
-    def watch(self, name: str, on: bool) -> Rows:
-        """Start (or stop) ``on_holders`` calls for ``name``; its rows now."""
+    def watch(self, name: str, on: bool) -> Rows | None:
+        """Start (or stop) ``on_holders`` calls for ``name``; its rows now.
+
+        None while the serving locker recovers from a failover: it pushes the whole view after.
+        """
 
     on_holders: HoldersCallback | None
 

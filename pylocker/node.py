@@ -302,8 +302,11 @@ class LockerNode(ServingMixin):
                     raise
         raise NotConnected("the serving locker could not be reached")
 
-    def watch(self, name: str, listener: HoldersListener) -> Rows:
-        """Call ``listener(holders, waiters)`` on every change of ``name``'s holders; its rows now."""
+    def watch(self, name: str, listener: HoldersListener) -> Rows | None:
+        """Call ``listener(holders, waiters)`` on every change of ``name``'s holders; its rows now.
+
+        None while the serving locker recovers from a failover (the listener hears the view after).
+        """
         if self.watching.add(name, listener):
             try:
                 return self.on_link(lambda link: link.watch(name, True))

@@ -145,15 +145,15 @@ class _Watcher:
             self._watching = True
         if start:
             try:
-                holders, _ = self._node.watch(self._internal, self._changed)
+                rows = self._node.watch(self._internal, self._changed)
             except BaseException:
                 with self._lock:
                     self._watching = False
                     self._callbacks.remove(callback)
                 raise
             with self._lock:
-                if self._last is _UNSEEN:  # unless a change pushed since is newer
-                    self._last = self._view(holders)
+                if self._last is _UNSEEN and rows is not None:  # unless a change pushed since is newer
+                    self._last = self._view(rows[0])
 
     def close(self) -> None:
         with self._lock:

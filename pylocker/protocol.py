@@ -142,6 +142,7 @@ class Holders(NamedTuple):
     name: str
     holders: list[list[Any]]
     waiters: list[list[Any]]
+    settled: bool = True  # False while the server recovers from a failover: the whole view is pushed after
 
 
 class Timeout(NamedTuple):
@@ -352,7 +353,7 @@ _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]
     13: (Inspect, (_uint, _name)),
     14: (Watch, (_uint, _name, _bool)),
     74: (GrantNames, (_uint, _text(MAX_TEXT), _uint, _names)),
-    75: (Holders, (_uint, _name, _holder_rows, _waiter_rows)),
+    75: (Holders, (_uint, _name, _holder_rows, _waiter_rows, _bool)),
     10: (ReclaimDone, (_uint,)),
     71: (Reclaimed, (_uint, _bool)),
     97: (Probe, (_uint,)),

@@ -160,8 +160,8 @@ class Server:
         with self._mutex:
             return self._core.describe(name, self._clock())
 
-    def watch(self, name: str, on: bool) -> Rows:
-        """Start (or stop) ``on_holders`` calls for ``name``; its rows now."""
+    def watch(self, name: str, on: bool) -> Rows | None:
+        """Start (or stop) ``on_holders`` calls for ``name``; its rows now (None while recovering)."""
         with self._mutex:
             try:
                 return self._core.local_watch(name, on, self._clock())

@@ -31,6 +31,7 @@ class ClaimsMixin:
     _events: list[ServerEvent]
     _clients: dict[bytes, ClientInfo]
     _now: float
+    _unsettled: bool  # a watcher was answered, or a change held back, while recovering
 
     def new_lock_id(self) -> str:
         raise NotImplementedError
@@ -75,7 +76,8 @@ class ClaimsMixin:
 
     def _on_inspect(self, peer: bytes, info: ClientInfo, message: p.Inspect, now: float) -> None:
         holders, waiters = self.describe(message.name, now)
-        self._sends.append((peer, p.encode(p.Holders(message.request_id, message.name, holders, waiters))))
+        settled = self.table.recover_until is None
+        self._sends.append((peer, p.encode(p.Holders(message.request_id, message.name, holders, waiters, settled))))
 
     def _on_watch(self, peer: bytes, info: ClientInfo, message: p.Watch, now: float) -> None:
         if not message.on:
@@ -83,6 +85,8 @@ class ClaimsMixin:
         elif not self.watches.watch(peer, message.name):
             self._refuse(peer, message.request_id, TOO_MANY_WATCHES, "this session watches too many names")
             return
+        if self.table.recover_until is not None:
+            self._unsettled = True
         self._on_inspect(peer, info, p.Inspect(message.request_id, message.name), now)
 
     def local_claim(self, lock_id: str, names: list[str], timeout: float | None, claim: Claim,
@@ -102,12 +106,18 @@ class ClaimsMixin:
         self._apply(effects)
         return effects[0]
 
-    def local_watch(self, name: str, on: bool, now: float) -> Rows:
-        """Start or stop the serving locker's own watch of ``name`` (``LocalHolders`` events); its rows now."""
+    def local_watch(self, name: str, on: bool, now: float) -> Rows | None:
+        """Start or stop the serving locker's own watch of ``name`` (``LocalHolders`` events).
+
+        Returns its rows now, or None while recovering (the whole view comes as an event after).
+        """
         if not on:
             self.watches.unwatch(LOCAL, name)
         elif not self.watches.watch(LOCAL, name):
             raise ValueError("the serving locker watches too many names")
+        if self.table.recover_until is not None:
+            self._unsettled = True
+            return None
         return self.describe(name, now)
 
     def describe(self, name: str, now: float) -> Rows:
@@ -121,6 +131,12 @@ class ClaimsMixin:
         return info.unique_name if info is not None else ""
 
     def _push_changes(self) -> None:
+        if self.table.recover_until is not None:
+            self._unsettled = True  # no partial views while clients re-claim: the whole one after
+            return
+        if self._unsettled:
+            self._unsettled = False
+            self.watches.changed_all()
         for name, watchers in self.watches.take_changed():
             holders, waiters = self.describe(name, self._now)
             for watcher in watchers:

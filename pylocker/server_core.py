@@ -90,6 +90,7 @@ class ServerCore(ClaimsMixin):
         self.watches = Watches()  # names whose holders are pushed to their watchers on every change
         self._any_of: set[str] = set()  # lock ids of any-of claims: granted with the name they got
         self._now = now  # the time of the latest call, for descriptions pushed from take()
+        self._unsettled = False
         self._sends: list[tuple[bytes, bytes]] = []
         self._events: list[ServerEvent] = []
         # Each handler takes the decoded message of its own type (Any here: the table is keyed on that type).
@@ -124,7 +125,7 @@ class ServerCore(ClaimsMixin):
         """
         if self.flow.has_output:
             self._take_flow()
-        if self.watches:
+        if self.watches and (self._unsettled or self.watches.has_changes):
             self._push_changes()
         if not (self._sends or self._events or self._clients_dirty):
             return _NOTHING

@@ -63,6 +63,14 @@ class Watches:
     def watched(self, watcher: Hashable) -> list[str]:
         return list(self._by_watcher.get(watcher, ()))
 
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changed)
+
+    def changed_all(self) -> None:
+        """Every watched name is to be pushed (a failover's recovery ended)."""
+        self._changed.update(dict.fromkeys(self._by_name))
+
     def changed(self, names: tuple[str, ...]) -> None:
         """The holders of ``names`` changed (called only while somebody watches something)."""
         by_name = self._by_name

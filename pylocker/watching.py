@@ -59,5 +59,6 @@ class WatchList:
         with self._lock:
             names = list(self._listeners)
         for name in names:
-            holders, waiters = link.watch(name, True)
-            self.notify(name, holders, waiters)
+            rows = link.watch(name, True)
+            if rows is not None:  # else the serving locker is recovering: it pushes the whole view after
+                self.notify(name, *rows)

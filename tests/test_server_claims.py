@@ -244,3 +244,32 @@ def test_leaderships_and_memberships_are_not_ended_by_max_lock_time() -> None:
     expired = sorted(m.lock_id for m in to(core.take(), A) if isinstance(m, p.Expire))
     assert len(expired) == 2
     assert [len(core.table.holders(n)) for n in ("\x00election\x00job", "\x00group\x00workers", "plain")] == [1, 1, 0]
+
+
+def test_while_recovering_watchers_get_no_partial_view_and_the_whole_one_when_it_ends() -> None:
+    core = make_core(first_token=100, recover_from={"a", "b"}, grace=5.0)
+    hello(core, A)
+    hello(core, B)
+    [reply] = to(send(core, A, p.Watch(1, "\x00group\x00g", True), 0.0), A)
+    assert reply == p.Holders(1, "\x00group\x00g", [], [], False)  # not settled: a push will follow
+    core.local_watch("\x00group\x00g", True, 0.0)
+    out = send(core, A, p.Reclaim(2, "old-a", ["\x00group\x00g"], 40, SHARED, 0, False, None), 0.1)
+    assert to(out, A) == [p.Reclaimed(2, True)]  # and no push of a view without b
+    assert not [e for e in out.events if isinstance(e, LocalHolders)]
+    send(core, A, p.ReclaimDone(0), 0.2)
+    send(core, B, p.Reclaim(3, "old-b", ["\x00group\x00g"], 41, SHARED, 0, False, None), 0.3)
+    out = send(core, B, p.ReclaimDone(0), 0.4)  # recovery ends: the whole view, once
+    [push] = to(out, A)
+    assert isinstance(push, p.Holders)
+    assert (push.request_id, push.settled, [row[0] for row in push.holders]) == (0, True, ["a", "b"])
+    [event] = [e for e in out.events if isinstance(e, LocalHolders)]
+    assert [row[0] for row in event.holders] == ["a", "b"]
+
+
+def test_a_watched_name_nobody_reclaimed_is_pushed_when_recovery_ends_by_its_grace() -> None:
+    core = make_core(first_token=100, recover_from={"a", "old-leader"}, grace=2.0)
+    hello(core, A)
+    send(core, A, p.Watch(1, "\x00election\x00job", True), 0.0)  # its leader died with the old server
+    send(core, A, p.ReclaimDone(0), 0.1)
+    core.tick(2.5)
+    assert to(core.take(), A) == [p.Holders(0, "\x00election\x00job", [], [], True)]

@@ -95,3 +95,4 @@ def test_close_after_stop_and_names_in_errors(make_locker: Any) -> None:
     group.close()
     with pytest.raises(TypeError, match="an election name"):
         serving.election("")
+
