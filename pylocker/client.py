@@ -107,7 +107,7 @@ class Client(Connection):
         if not self._running:
             return
         if say_bye and self._failure is None:
-            self._outbox.append(p.encode(p.Bye(0)))
+            self._farewell = p.encode(p.Bye(0))  # after what is queued: publications are not lost
         self._running = False
         self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():

@@ -73,6 +73,9 @@ class Connection:
         self._idle_until: float | None = None
         self._calls: dict[int, _Call] = {}
         self._outbox: collections.deque[bytes] = collections.deque()  # requests: they never wait
+        # Sent last as the connection closes, after the queued publications (a goodbye that
+        # overtook them would leave them to a server that no longer knows us: they were lost).
+        self._farewell: bytes | None = None
         # Publications wait here while the server has PUBLISH_WINDOW of ours unacknowledged.
         self._pubbox = PublicationQueue()
         # The connection ended (True: the lease lapsed): the I/O thread tells the locker as it stops,
@@ -274,7 +277,10 @@ class Connection:
             while True:
                 self._pass(transport, timeout)
                 if not self._running:
-                    self._flush(transport)  # a goodbye, if any, leaves before we close
+                    self._flush(transport)
+                    farewell, self._farewell = self._farewell, None
+                    if farewell is not None:  # the goodbye leaves last, before we close
+                        transport.send(farewell)
                     return False
                 if not self._followers:
                     break
