@@ -27,6 +27,7 @@ DEFAULT_PORT: Final = 3000  # a bare host given to --address (the port ``serve``
 
 EXIT_USAGE: Final = 2  # bad arguments, no password (as argparse exits)
 EXIT_UNAVAILABLE: Final = 69  # the serving locker could not be reached (sysexits' EX_UNAVAILABLE, as flock(1))
+_HANDLER_NAME: Final = "pylocker-cli"  # our stderr handler on the "pylocker" logger
 
 
 class CliError(Exception):
@@ -113,12 +114,13 @@ def configure_logging(verbose: bool) -> None:
 
     Its warnings are left out by default: the commands say what went wrong themselves.
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("pylocker: %(message)s"))
-    root = logging.getLogger("pylocker")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.ERROR)
-    root.propagate = False
+    logger = logging.getLogger("pylocker")
+    logger.setLevel(logging.INFO if verbose else logging.ERROR)
+    if not any(handler.get_name() == _HANDLER_NAME for handler in logger.handlers):  # once per process
+        handler = logging.StreamHandler(sys.stderr)
+        handler.set_name(_HANDLER_NAME)
+        handler.setFormatter(logging.Formatter("pylocker: %(message)s"))
+        logger.addHandler(handler)
 
 
 def describe(args: argparse.Namespace) -> str:
