@@ -164,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_line = command_line
     if getattr(args, "workers", 1) < 1 or getattr(args, "paths", 1) < 1 or getattr(args, "rounds", 1) < 1:
         parser.error("--workers, --paths and --rounds must be at least 1")
+    if getattr(args, "address", None) is not None and args.server_file is not None:
+        parser.error("give --server-file or --address, not both")
     if args.command not in ("demo", "serve", "status"):
         configure_logging(args.verbose)
     try:

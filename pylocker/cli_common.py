@@ -74,11 +74,11 @@ def server_options() -> argparse.ArgumentParser:
     """A parent parser: how a command finds the serving locker, its name, and how verbose it is."""
     parser = argparse.ArgumentParser(add_help=False, parents=[password_options()])
     group = parser.add_argument_group("serving locker")
-    where = group.add_mutually_exclusive_group()
-    where.add_argument("--server-file", metavar="PATH",
+    # Not a mutually exclusive group: those lose their place in the help when copied from a parent.
+    group.add_argument("--server-file", metavar="PATH",
                        help=f"the serving locker named in this server file (default {serverfile.default_path()})")
-    where.add_argument("--address", metavar="URL",
-                       help=f"connect to this address: tcp://host:port, ipc:///path (a bare host: port {DEFAULT_PORT})")
+    group.add_argument("--address", metavar="URL",
+                       help=f"or connect to this address: tcp://host:port, ipc:///path (a host: port {DEFAULT_PORT})")
     group.add_argument("--connect-timeout", type=seconds, default=10.0, metavar="S",
                        help="seconds to find and reach the serving locker (default %(default)s)")
     group.add_argument("--name", help="this locker's name, as others see it (default pylocker-COMMAND-PID)")

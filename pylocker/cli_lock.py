@@ -32,7 +32,7 @@ from typing import Final, NamedTuple
 
 import psutil
 
-from .cli_common import CliError, exit_code, make_locker, report, seconds, server_options, start
+from .cli_common import EXIT_UNAVAILABLE, CliError, exit_code, make_locker, report, seconds, server_options, start
 from .cli_signals import Received, Signals, exit_status, same_process_group
 from .errors import LockLost, PylockerError
 from .holds import PLAIN, SHARED_CLAIM
@@ -69,7 +69,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "lock", parents=[server_options()], help="run a command while holding locks (as flock(1))",
         usage="pylocker lock NAME... [options] -- COMMAND [ARGUMENT...]",
         description="Run COMMAND while holding the locks on every NAME (all at once), then release them.",
-        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        epilog=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", metavar="NAME", help="a lock name (often a path)")
     parser.add_argument("--timeout", type=seconds, default=None, metavar="S",
@@ -180,7 +180,7 @@ class _Session:
         except CliError as exc:
             self.events.put(exc)
         except PylockerError as exc:
-            self.events.put(CliError(f"the lock on {self.shown} failed: {exc}", 69))
+            self.events.put(CliError(f"the lock on {self.shown} failed: {exc}", EXIT_UNAVAILABLE))
 
     def _release(self, lock: Lock) -> None:
         try:
@@ -242,11 +242,11 @@ class _Stopping:
     """A command being stopped because its lock is gone: SIGTERM to it and its descendants, SIGKILL after a grace."""
 
     def __init__(self, pid: int, grace: float) -> None:
+        self.pid = pid
         self.deadline = time.monotonic() + grace
         self.killed = False
-        self.processes: dict[int, psutil.Process] = {}
+        self.processes: dict[int, psutil.Process] = {}  # the command and every descendant seen
         self._signal(pid, "terminate")
-        self.pid = pid
 
     def left(self) -> float:
         return float("inf") if self.killed else self.deadline - time.monotonic()
