@@ -144,7 +144,8 @@ def test_the_command_gets_its_fencing_token_and_lock_id(serving: ServerLocker, s
 def test_a_lock_lost_while_the_command_runs_stops_it(serving: ServerLocker, server_file: str,
                                                      tmp_path: Any) -> None:
     # The command and a child of its own ignore SIGTERM (noting it): SIGKILL comes after --kill-after.
-    serving.set_maximum_lock_time(1.0)
+    # The lock lasts long enough (under load too) for the command to set its handler first.
+    serving.set_maximum_lock_time(2.0)
     marks = tmp_path / "marks"
     stubborn = f"""
 import os, signal, subprocess, sys, time
