@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, cast
 
 from . import protocol as p
 from .client_core import (
@@ -36,6 +36,7 @@ from .errors import (
     error_for,
 )
 from .holds import PLAIN, Claim
+from .items import unpack_payload
 from .transport.address import Address
 from .transport.base import Security
 from .watches import HoldersCallback, Rows
@@ -162,6 +163,13 @@ class Client(Connection):
         """
         reply = self._holders(lambda rid: p.Watch(rid, name, on), timeout)
         return (reply.holders, reply.waiters) if reply.settled else None
+
+    def status(self, timeout: float = 20.0) -> dict[str, Any]:
+        """The serving locker's status (``status.py``)."""
+        reply = self._call(p.Status, timeout)
+        if isinstance(reply, p.StatusReply):
+            return cast("dict[str, Any]", unpack_payload(reply.status))
+        raise _as_error(reply)
 
     def _holders(self, build: Callable[[int], p.Message], timeout: float) -> p.Holders:
         reply = self._call(build, timeout)

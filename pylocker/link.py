@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from .election.base import ElectionBackend
 from .holds import PLAIN, Claim
@@ -48,6 +48,9 @@ class Link(Protocol):
 
     def claim(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int, tuple[str, ...]]:
         """Lock ``names`` as ``claim`` says: (lock id, fencing token, the names granted)."""
+
+    def status(self) -> dict[str, Any]:
+        """The serving locker's status (``status.py``)."""
 
     def inspect(self, name: str) -> Rows:
         """Who holds ``name`` and who waits for it."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 import msgpack
 
 from .errors import LockTimeout, NotStarted
-from .holds import MODE_NAMES, SHARED, SLOT, UNTIMED_PREFIXES, Claim
+from .holds import ELECTION_PREFIX, GROUP_PREFIX, MODE_NAMES, SEMAPHORE_PREFIX, SHARED, SLOT, Claim
 from .items import unpack_payload
 from .lock import Lock
 from .protocol import MAX_INFO, MAX_LIMIT, MAX_NAME_LEN
@@ -24,8 +24,7 @@ from .protocol import MAX_INFO, MAX_LIMIT, MAX_NAME_LEN
 if TYPE_CHECKING:
     from .node import LockerNode
 
-SEMAPHORE_PREFIX = "\x00semaphore\x00"
-ELECTION_PREFIX, GROUP_PREFIX = UNTIMED_PREFIXES  # never given up at maxLockTime: only their lease ends them
+
 
 
 class Holder(NamedTuple):

@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from typing import Callable, Final
+from typing import Any, Callable, Final
 
 from .errors import LimitMismatch, LockTimeout, NotConnected, NotStarted, PylockerError, TooManyWatches
 from .flow import BATCH_ITEMS, PUBLISH_WAIT, PUBLISH_WINDOW
@@ -154,6 +154,11 @@ class Server:
         with self._mutex:
             held = self._core.table.get(lock_id)
         return lock_id, token, held.names if held is not None else tuple(dict.fromkeys(names))
+
+    def status(self) -> dict[str, Any]:
+        """The serving locker's status (``status.py``)."""
+        with self._mutex:
+            return self._core.status(self._clock())
 
     def inspect(self, name: str) -> Rows:
         """Who holds ``name`` and who waits for it (rows as in ``protocol.Holders``)."""
