@@ -50,7 +50,9 @@ class Histogram:
         return math.ldexp(FIRST_BUCKET, BUCKETS)
 
     def summary(self) -> dict[str, Any]:
-        return {"count": self.count, "sum": self.total, "p50": self.percentile(0.5), "p99": self.percentile(0.99)}
+        """count, sum, p50, p99 (upper bounds) and ``buckets``: the count in each bucket, FIRST_BUCKET * 2**i."""
+        return {"count": self.count, "sum": self.total, "p50": self.percentile(0.5), "p99": self.percentile(0.99),
+                "buckets": list(self.counts)}
 
 
 class NameStats:
