@@ -1,20 +1,27 @@
-"""The ``pylocker`` command line: demo, serve, status."""
+"""The ``pylocker`` command line: demo, serve, status, lock, publish, listen.
+
+``lock`` lives in ``cli_lock.py``, ``publish`` and ``listen`` in ``cli_messages.py``;
+what the commands share (finding the serving locker, the password) in ``cli_common.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
+import queue
 import sys
+import threading
 from collections.abc import Sequence
 
+from . import cli_lock, cli_messages
 from ._meta import get_version
+from .cli_common import PASSWORD_VARIABLE, CliError, configure_logging, password_options, read_password, report
+from .cli_signals import Received, Signals, exit_status
 from .election import serverfile
 from .errors import AddressError, ServerFileError
 from .lockers import ServerLocker
 
-PASSWORD_VARIABLE = "PYLOCKER_PASSWORD"  # noqa: S105  (the name of an environment variable, not a password)
+log = logging.getLogger("pylocker.cli")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -42,46 +49,61 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _password() -> str | None:
-    password = os.environ.get(PASSWORD_VARIABLE)
-    if not password:
-        print(f"set the password in the {PASSWORD_VARIABLE} environment variable", file=sys.stderr)
-    return password
-
-
 def _serve(args: argparse.Namespace) -> int:
-    password = _password()
-    if password is None:
-        return 2
+    try:
+        password = read_password(args)
+    except CliError as exc:
+        return report(exc)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    try:
-        locker = ServerLocker(
-            password,
-            name=args.name,
-            serverFile=args.server_file,
-            port=args.port,
-            maxLockTime=args.max_lock_time or None,
-            autoconnect=False,
-            listen_address=args.listen,
-        )
-    except AddressError as exc:
-        print(f"--listen: {exc}", file=sys.stderr)
-        return 2
+    events: queue.Queue[object] = queue.Queue()
+    # SIGTERM, SIGINT and SIGHUP wait in a queue (cli_signals) from before the locker starts
+    # until it has stopped: none can cut a start or a stop short.
+    with Signals(events):
+        try:
+            locker = ServerLocker(
+                password,
+                name=args.name,
+                serverFile=args.server_file,
+                port=args.port,
+                maxLockTime=args.max_lock_time or None,
+                autoconnect=False,
+                listen_address=args.listen,
+                realm=args.realm,
+            )
+        except AddressError as exc:
+            print(f"--listen: {exc}", file=sys.stderr)
+            return 2
+        try:
+            return _serve_until_stopped(locker, events)
+        finally:
+            locker.stop()
+            log.info("stopped")
+
+
+def _serve_until_stopped(locker: ServerLocker, events: queue.Queue[object]) -> int:
     if not locker.start() or not locker.isServer:
         print("could not serve: another locker serves this server file, or it is unusable", file=sys.stderr)
-        locker.stop()
         return 1
     print(f"serving on {_where(locker.serverAddress, locker.serverPort)} (server file {locker.serverFile}); "
-          "Ctrl-C stops")
-    signal.signal(signal.SIGTERM, lambda *_: locker.stop())
-    try:
-        locker.wait_stopped()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        locker.stop()
+          "Ctrl-C stops", flush=True)
+    threading.Thread(target=lambda: events.put(locker.wait_stopped()), name="pylocker-serving",
+                     daemon=True).start()
+    event = events.get()
+    if not isinstance(event, Received):  # the locker stopped serving by itself (logged why)
+        print("stopped serving (see the log above)", file=sys.stderr)
+        return 1
+    server = locker.node.server
+    clients = len(server.clients()) if server is not None else 0
+    held = len(server.snapshot()) if server is not None else 0
+    if not clients:
+        log.info("%s: stopping; no client connected", event.name)
+    else:
+        log.info("%s: stopping; handing over %d client%s and %d held lock%s: the server file %s now says "
+                 "this server stopped and names its clients, and the next locker to serve it gives them a "
+                 "grace period to re-claim their locks (clients started with reconnect=True do)", event.name,
+                 clients, "" if clients == 1 else "s", held, "" if held == 1 else "s", locker.serverFile)
     return 0
 
 
@@ -118,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--rounds", type=int, default=100)
     demo.set_defaults(run=_demo)
 
-    serve = commands.add_parser("serve", help=f"serve locks (password from ${PASSWORD_VARIABLE})")
+    serve = commands.add_parser("serve", parents=[password_options()],
+                                help=f"serve locks (password from ${PASSWORD_VARIABLE} or --password-file)")
     serve.add_argument("--server-file", default=serverfile.default_path())
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--listen", default="127.0.0.1",
@@ -132,7 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--server-file", default=serverfile.default_path())
     status.set_defaults(run=_status)
 
-    args = parser.parse_args(argv)
+    cli_lock.add_parser(commands)
+    cli_messages.add_parsers(commands)
+
+    head, command_line = cli_lock.split_command(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if command_line is not None:
+        args.command_line = command_line
     if getattr(args, "workers", 1) < 1 or getattr(args, "paths", 1) < 1 or getattr(args, "rounds", 1) < 1:
         parser.error("--workers, --paths and --rounds must be at least 1")
-    return int(args.run(args))
+    if args.command not in ("demo", "serve", "status"):
+        configure_logging(args.verbose)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:  # a short command (publish, status) interrupted: no traceback
+        return exit_status(2)

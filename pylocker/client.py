@@ -108,7 +108,11 @@ class Client(Connection):
         if not self._running:
             return
         if say_bye and self._failure is None:
-            self._outbox.append(p.encode(p.Bye(0)))
+            if self._thread is not threading.current_thread():
+                # What we published reaches the server before we leave: the goodbye could
+                # not overtake it, but a socket closed at once drops what it has not sent yet.
+                self.wait_published(STOP_TIMEOUT)
+            self._farewell = p.encode(p.Bye(0))  # after what is queued
         self._running = False
         self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from typing import Callable, Final
 
 from . import protocol as p
@@ -73,8 +74,15 @@ class Connection:
         self._idle_until: float | None = None
         self._calls: dict[int, _Call] = {}
         self._outbox: collections.deque[bytes] = collections.deque()  # requests: they never wait
+        # Sent last as the connection closes, after the queued publications (a goodbye that
+        # overtook them would leave them to a server that no longer knows us: they were lost).
+        self._farewell: bytes | None = None
         # Publications wait here while the server has PUBLISH_WINDOW of ours unacknowledged.
         self._pubbox = PublicationQueue()
+        # Told when acknowledgements come while somebody waits for them (wait_published); its own
+        # lock, never held with _lock.
+        self._acks = threading.Condition()
+        self._ack_waiters = 0
         # The connection ended (True: the lease lapsed): the I/O thread tells the locker as it stops,
         # outside every lock (its failover thread may be waiting for ours: a deadlock, seen).
         self._loss: bool | None = None
@@ -142,6 +150,23 @@ class Connection:
                 if last and self._serving:
                     self._wake()  # the I/O thread serves no one now: let it hand the socket back
         return self._finish(request_id, call)
+
+    def wait_published(self, timeout: float) -> bool:
+        """Wait until the server has acknowledged every publication queued so far: True, or False
+        when ``timeout`` (real seconds) passed or the connection ended first."""
+        deadline = time.monotonic() + timeout
+        with self._acks:
+            self._ack_waiters += 1
+            try:
+                while len(self._pubbox) or self._core.unacked_publications:
+                    remaining = deadline - time.monotonic()
+                    if self._failure is not None or not self._running or remaining <= 0:
+                        return False
+                    self._wake()  # the socket's holder sends what is queued, and reads the answers
+                    self._acks.wait(remaining)
+                return True
+            finally:
+                self._ack_waiters -= 1
 
     def _take_socket(self) -> bool:
         """Take the socket to lead a round trip: at once, or after a short pass of the I/O thread."""
@@ -274,7 +299,10 @@ class Connection:
             while True:
                 self._pass(transport, timeout)
                 if not self._running:
-                    self._flush(transport)  # a goodbye, if any, leaves before we close
+                    self._flush(transport)
+                    farewell, self._farewell = self._farewell, None
+                    if farewell is not None:  # the goodbye leaves last, before we close
+                        transport.send(farewell)
                     return False
                 if not self._followers:
                     break
@@ -320,6 +348,9 @@ class Connection:
                     self._outbox.extend(sends)
                 if events:
                     self._deliver(events)
+            if self._ack_waiters:
+                with self._acks:
+                    self._acks.notify_all()
             self._flush(transport)  # what this frame or the clock called for leaves now
 
     def _settle(self, transport: ClientTransport) -> bool:
@@ -376,6 +407,8 @@ class Connection:
         if self._failure is None:
             self._failure = error
         self._pubbox.fail()  # a publisher waiting for room hears of the failure at once
+        with self._acks:
+            self._acks.notify_all()  # and one waiting for acknowledgements
         calls = list(self._calls.values())
         for call in calls:
             if call.reply is None:

@@ -8,6 +8,7 @@ import pytest
 
 from pylocker import ServerLocker
 from pylocker.cli import main
+from pylocker.cli_lock import split_command
 
 
 @pytest.mark.integration
@@ -56,7 +57,9 @@ def test_serve_listens_on_an_ipc_url_and_stops_on_sigterm(tmp_path: Any) -> None
     from pylocker.election import serverfile
 
     server_file, sock = str(tmp_path / "server"), str(tmp_path / "locks.sock")
-    env = dict(os.environ, PYLOCKER_PASSWORD="pw")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, whatever is installed
+    env = dict(os.environ, PYLOCKER_PASSWORD="pw",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen([sys.executable, "-m", "pylocker", "serve", "--server-file", server_file,
                                 "--listen", f"ipc://{sock}"], env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -78,3 +81,39 @@ def test_serve_listens_on_an_ipc_url_and_stops_on_sigterm(tmp_path: Any) -> None
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_lock_takes_its_command_after_a_double_dash() -> None:
+    assert split_command(["lock", "a", "b", "--timeout", "1", "--", "cmd", "--", "-x"]) == (
+        ["lock", "a", "b", "--timeout", "1"], ["cmd", "--", "-x"])
+    assert split_command(["lock", "a"]) == (["lock", "a"], [])
+    assert split_command(["publish", "--", "-text"]) == (["publish", "--", "-text"], None)
+
+
+def test_lock_without_a_command_is_a_usage_error(capsys: Any) -> None:
+    assert main(["lock", "x"]) == 2
+    assert "give the command after --" in capsys.readouterr().err
+
+
+def test_publish_refuses_a_payload_that_is_not_json(capsys: Any) -> None:
+    assert main(["publish", "hi", "--payload", "{oops"]) == 2
+    assert "--payload is not JSON" in capsys.readouterr().err
+
+
+def test_a_malformed_address_is_a_usage_error(monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setenv("PYLOCKER_PASSWORD", "pw")
+    assert main(["publish", "hi", "--address", "udp://host:1"]) == 2
+    assert "--address" in capsys.readouterr().err
+
+
+def test_server_file_and_address_exclude_each_other() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["listen", "--server-file", "s", "--address", "tcp://127.0.0.1:1"])
+    assert info.value.code == 2
+
+
+def test_an_empty_password_file_is_refused(tmp_path: Any, capsys: Any) -> None:
+    empty = tmp_path / "password"
+    empty.write_text("\n")
+    assert main(["publish", "hi", "--password-file", str(empty)]) == 2
+    assert "holds no password" in capsys.readouterr().err

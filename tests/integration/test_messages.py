@@ -354,3 +354,14 @@ def test_publishers_and_receivers_go_on_across_a_failover(server_file: str) -> N
                 process.kill()
             if process is not None:
                 process.join(5)
+
+
+def test_a_publication_just_before_stop_is_not_lost(serving: ServerLocker, make_locker: Any) -> None:
+    # stop()'s goodbye used to leave before the publications still queued, and the server,
+    # which no longer knew the publisher, dropped them (most of these, before the fix).
+    receiver = make_locker(name="receiver", allowServing=False)
+    for i in range(20):
+        publisher = make_locker(name="publisher", allowServing=False, receive_messages=False)
+        assert publisher.publish_message(f"last-{i}", toSelf=False)[0]
+        publisher.stop()
+        assert receiver.wait_message(f"last-{i}", timeout=10, pop=True) is not None, i
