@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Callable, Final
 
+from .badframes import BadFrameLog
 from .errors import LimitMismatch, LockTimeout, NotConnected, NotStarted, PylockerError, TooManyWatches
 from .flow import BATCH_ITEMS, PUBLISH_WAIT, PUBLISH_WINDOW
 from .holds import PLAIN, Claim, LimitConflict
@@ -43,7 +44,6 @@ from .watches import HoldersCallback, Rows
 TICK: Final = 1.0  # housekeeping period of the I/O thread, seconds
 START_TIMEOUT: Final = 10.0
 LOCAL_SLACK: Final = 1.0  # how long a local waiter trusts the I/O thread past its deadline
-BAD_FRAME_LINES: Final = 10  # bad-frame log lines a minute, whatever the peers
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,8 @@ class Server:
         self._on_clients_changed = on_clients_changed
         self._on_tick = on_tick
         self._on_failure = on_failure
-        self._bad_log_window_end = 0.0
-        self._bad_log_lines = 0
-        self._bad_frames_unlogged = 0
         self._clock = clock
+        self._log_bad_frame = BadFrameLog(log, clock)
         self._core = ServerCore(name=name, unique_name=unique_name, now=clock(), max_lock_time=max_lock_time,
                                 lease=lease, epoch=epoch, first_token=first_token, recover_from=recover_from,
                                 grace=grace, id_prefix=secrets.token_hex(4) + "-")
@@ -379,23 +377,6 @@ class Server:
                 self._log_bad_frame(event)
             elif isinstance(event, LocalHolders) and self.on_holders is not None:
                 self.on_holders(event.name, event.holders, event.waiters)
-
-    def _log_bad_frame(self, event: BadFrame) -> None:
-        # The core limits lines per peer; a peer that cycles routing ids is a new peer each
-        # time, so the log also has a budget of its own: BAD_FRAME_LINES a minute in all.
-        now = self._clock()
-        if now >= self._bad_log_window_end:
-            if self._bad_frames_unlogged:
-                log.warning("%d more bad frames in the last minute were not logged", self._bad_frames_unlogged)
-            self._bad_log_window_end, self._bad_log_lines, self._bad_frames_unlogged = now + 60.0, 0, 0
-        if self._bad_log_lines >= BAD_FRAME_LINES:
-            self._bad_frames_unlogged += 1
-            return
-        self._bad_log_lines += 1
-        if event.seen % 1000 == 0:
-            log.warning("%d bad frames from %r so far (latest: %s)", event.seen, event.peer, event.reason)
-        else:
-            log.warning("bad frame from %r: %s", event.peer, event.reason)
 
     def _wake(self) -> None:
         transport = self._transport
