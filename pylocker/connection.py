@@ -196,6 +196,10 @@ class Connection:
         if failure is not None and call.reply is None:
             call.complete(failure)
         self._push()
+        if call.reply is None:
+            # The I/O thread reads the answer: wake it now, for after a caller held the socket
+            # it rests a while (a leading caller reads its own answers; this one does not).
+            self._wake()
         return InFlight(self, request_id, call)
 
     def _withdraw(self, request_id: int, call: _Call) -> bool:
