@@ -10,12 +10,20 @@
 
 It takes ``ServerLocker``'s arguments and wraps one (``L.locker``, usable from threads
 beside it). Its waits are futures on the event loop, resolved by hooks that the thread
-bringing an answer calls (``async_link``): the client connection's I/O thread, the
-serving locker's I/O thread, the node's failover, the inbox. Quick calls run inline:
-a release of a held lock, a publication with room to leave, a look at the mailbox.
+bringing an answer calls (``async_link``): the client connection's I/O thread (or a
+thread of the same locker leading its socket), the serving locker's I/O thread, the
+node's failover, the inbox, the publication queues. Quick calls run inline: a release
+of a held lock, a publication with room to leave, a look at the mailbox, and every
+call of a serving locker that does not wait (its server is in the process).
 
-What still runs on a thread: ``start`` and ``stop`` (the election, the key derivation,
-the handshake, joining the I/O threads) run on one short-lived thread each.
+What still uses a thread:
+
+* ``start`` and ``stop`` (the election, the key derivation, the handshake, joining
+  the I/O threads) run on one short-lived thread each;
+* lost-lock notices and ``on_change`` calls come through the locker's callback
+  thread (one per locker, as for threads) on their way to the loop;
+* a publication checks for room without blocking, then is queued inline: if threads
+  of the same locker take that room in between, it waits there, on the loop's thread.
 """
 
 from __future__ import annotations
@@ -78,8 +86,10 @@ class AsyncServerLocker:
     """``ServerLocker`` for asyncio: same arguments, same return codes, awaited.
 
     ``autoconnect`` (default True) says whether ``async with`` starts the locker (it
-    never starts in the constructor); ``blocking=True`` has no asyncio form: await
-    ``start()``, then whatever keeps the program alive.
+    never starts in the constructor; like ``ServerLocker``, a start that fails raises
+    nothing: ``isServer`` and ``isClient`` stay False and calls return code 2);
+    ``blocking=True`` has no asyncio form: await ``start()``, then whatever keeps the
+    program alive. Use one locker from one event loop (and any threads).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
