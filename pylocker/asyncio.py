@@ -195,6 +195,10 @@ class AsyncServerLocker:
             node.owned.share(names, lock_id, claim)
         return True, lock_id
 
+    async def acquire(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """alias to acquire_lock"""
+        return await self.acquire_lock(*args, **kwargs)
+
     async def release_lock(self, lockId: str) -> tuple[bool, int | str]:
         """Release an acquired lock: (True, 0|1) or (False, 2|3|message), as ``ServerLocker.release_lock``."""
         if not isinstance(lockId, str):
@@ -205,6 +209,10 @@ class AsyncServerLocker:
         except PylockerError as exc:
             return False, code_for(exc, RELEASE_CODES)
         return True, code
+
+    async def release(self, lockId: str) -> tuple[bool, int | str]:
+        """alias to release_lock"""
+        return await self.release_lock(lockId)
 
     def lock(self, path: str | Iterable[str], timeout: float | None = None, shared: bool = False) -> AsyncLock:
         """``async with L.lock(path, timeout=5) as lock:``; LockTimeout on entry, LockLost on exit.
@@ -263,6 +271,10 @@ class AsyncServerLocker:
         return self.locker.publish_message(message, receivers, timeout, toSelf, unique, replace, payload=payload,
                                            lossy=lossy)
 
+    async def publish(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """alias to publish_message"""
+        return await self.publish_message(*args, **kwargs)
+
     async def publish_messages(self, messages: Iterable[str], receivers: Iterable[str] | None = None,
                                timeout: float | None = None, toSelf: bool = True, unique: bool = False,
                                replace: bool = True, *, payloads: Iterable[Any] | None = None,
@@ -311,6 +323,9 @@ class AsyncServerLocker:
     @property
     def messages(self) -> list[dict[str, Any]]:
         return self.locker.messages
+
+    def has_message(self, message: str) -> bool:
+        return self.locker.has_message(message)
 
     def get_message(self, message: str) -> dict[str, Any] | None:
         return self.locker.get_message(message)

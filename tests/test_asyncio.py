@@ -76,6 +76,11 @@ def test_acquire_and_release_codes_on_both_links(server_file: str) -> None:
                 ok, first = await locker.acquire_lock("g", lockGlobal=True)
                 assert await locker.acquire_lock("g", lockGlobal=True) == (True, first)
                 assert await locker.release_lock(first) == (True, 1)
+            ok, lock_id = await client.acquire("alias", timeout=5)  # the seed's aliases
+            assert ok
+            assert await client.release(lock_id) == (True, 1)
+            assert (await server.publish("said", toSelf=True))[0]
+            assert server.has_message("said")
             with pytest.raises(TypeError):
                 await client.release_lock(3)  # type: ignore[arg-type]
         assert await client.acquire_lock("a", timeout=1) == (False, 2)  # stopped
