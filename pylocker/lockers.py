@@ -2,7 +2,7 @@
 
 Names, arguments, defaults and return codes are the seed's (camelCase kept). The
 work is done by ``node.LockerNode``; errors it raises are turned into the seed's
-codes in one place per method (``_ACQUIRE_CODES``, ``_RELEASE_CODES``). The
+codes in one place per method (``ACQUIRE_CODES``, ``RELEASE_CODES``). The
 pythonic API (``lock.py``) raises them instead.
 """
 
@@ -32,8 +32,8 @@ from .transport.keys import DEFAULT_REALM, load_authorized_keys, load_key_pair, 
 from .validation import check_bool, check_locker_arguments, check_number, code_for
 from .validation import names as parse_names
 
-_ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
-_RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3}
+ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
+RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3}
 _PACKAGE_LOGGER = "pylocker"
 
 
@@ -439,7 +439,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         try:
             lock_id, _ = node.acquire(names, timeout, claim)
         except PylockerError as exc:
-            return False, code_for(exc, _ACQUIRE_CODES)
+            return False, code_for(exc, ACQUIRE_CODES)
         if lockGlobal:
             node.owned.share(names, lock_id, claim)
         return True, lock_id
@@ -459,7 +459,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         try:
             code = self.node.release(lockId)
         except PylockerError as exc:
-            return False, code_for(exc, _RELEASE_CODES)
+            return False, code_for(exc, RELEASE_CODES)
         return True, code
 
     def release(self, *args: Any, **kwargs: Any) -> tuple[bool, int | str]:
