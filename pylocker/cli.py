@@ -1,6 +1,7 @@
-"""The ``pylocker`` command line: demo, serve, status, lock, publish, listen.
+"""The ``pylocker`` command line: demo, serve, status, top, lock, publish, listen.
 
-``lock`` lives in ``cli_lock.py``, ``publish`` and ``listen`` in ``cli_messages.py``;
+``lock`` lives in ``cli_lock.py``, ``publish`` and ``listen`` in ``cli_messages.py``,
+``status`` and ``top`` in ``cli_status.py``;
 what the commands share (finding the serving locker, the password) in ``cli_common.py``.
 """
 
@@ -13,12 +14,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from . import cli_lock, cli_messages
+from . import cli_lock, cli_messages, cli_status
 from ._meta import get_version
 from .cli_common import PASSWORD_VARIABLE, CliError, configure_logging, password_options, read_password, report
 from .cli_signals import Received, Signals, exit_status
 from .election import serverfile
-from .errors import AddressError, ServerFileError
+from .errors import AddressError
 from .lockers import ServerLocker
 
 log = logging.getLogger("pylocker.cli")
@@ -71,9 +72,13 @@ def _serve(args: argparse.Namespace) -> int:
                 autoconnect=False,
                 listen_address=args.listen,
                 realm=args.realm,
+                metrics_port=args.metrics_port,
             )
         except AddressError as exc:
             print(f"--listen: {exc}", file=sys.stderr)
+            return 2
+        except (RuntimeError, OSError) as exc:  # metrics: no prometheus_client, or the port is taken
+            print(f"--metrics-port: {exc}", file=sys.stderr)
             return 2
         try:
             return _serve_until_stopped(locker, events)
@@ -86,8 +91,10 @@ def _serve_until_stopped(locker: ServerLocker, events: queue.Queue[object]) -> i
     if not locker.start() or not locker.isServer:
         print("could not serve: another locker serves this server file, or it is unusable", file=sys.stderr)
         return 1
-    print(f"serving on {_where(locker.serverAddress, locker.serverPort)} (server file {locker.serverFile}); "
-          "Ctrl-C stops", flush=True)
+    metrics = locker._metrics
+    print(f"serving on {_where(locker.serverAddress, locker.serverPort)} (server file {locker.serverFile}"
+          + (f"; metrics at http://127.0.0.1:{metrics.port}/metrics" if metrics is not None else "")
+          + "); Ctrl-C stops", flush=True)
     threading.Thread(target=lambda: events.put(locker.wait_stopped()), name="pylocker-serving",
                      daemon=True).start()
     event = events.get()
@@ -112,22 +119,6 @@ def _where(address: str | None, port: int | None) -> str:
     return f"{address}" if address is None or "://" in address else f"{address}:{port}"
 
 
-def _status(args: argparse.Namespace) -> int:
-    try:
-        fp = serverfile.read(args.server_file)
-    except ServerFileError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if fp is None:
-        print(f"no serving locker recorded in {args.server_file}")
-        return 1
-    print(
-        f"server {fp.name!r} ({fp.unique_name}) at {_where(fp.address, fp.port)}, pid {fp.pid}, "
-        f"epoch {fp.epoch}, refreshed {fp.timestamp:.0f}"
-    )
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pylocker`` command; returns the exit code."""
     parser = argparse.ArgumentParser(prog="pylocker", description="Locks and messages over ZeroMQ.")
@@ -148,13 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="a host (with --port; default loopback) or a URL: tcp://host:port, ipc:///path")
     serve.add_argument("--name", default=None)
     serve.add_argument("--max-lock-time", type=float, default=120)
+    serve.add_argument("--metrics-port", type=int, default=None, metavar="N",
+                       help="serve Prometheus metrics on 127.0.0.1:N (needs pylocker[metrics])")
     serve.add_argument("--debug", action="store_true")
     serve.set_defaults(run=_serve)
 
-    status = commands.add_parser("status", help="show the serving locker recorded in a server file")
-    status.add_argument("--server-file", default=serverfile.default_path())
-    status.set_defaults(run=_status)
-
+    cli_status.add_parsers(commands)
     cli_lock.add_parser(commands)
     cli_messages.add_parsers(commands)
 
@@ -164,9 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command_line = command_line
     if getattr(args, "workers", 1) < 1 or getattr(args, "paths", 1) < 1 or getattr(args, "rounds", 1) < 1:
         parser.error("--workers, --paths and --rounds must be at least 1")
-    if getattr(args, "address", None) is not None and args.server_file is not None:
+    if getattr(args, "address", None) is not None and getattr(args, "server_file", None) is not None:
         parser.error("give --server-file or --address, not both")
-    if args.command not in ("demo", "serve", "status"):
+    if args.command not in ("demo", "serve"):
         configure_logging(args.verbose)
     try:
         return int(args.run(args))

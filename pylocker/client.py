@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, cast
 
 from . import protocol as p
 from .client_core import (
@@ -27,7 +27,7 @@ from .client_core import (
     Refused,
     Reply,
 )
-from .connection import Connection, ConnectionLostCallback
+from .connection import Connection, ConnectionLostCallback, Hook, InFlight
 from .errors import (
     LockTimeout,
     NotConnected,
@@ -36,6 +36,7 @@ from .errors import (
     error_for,
 )
 from .holds import PLAIN, Claim
+from .items import unpack_payload
 from .transport.address import Address
 from .transport.base import Security
 from .watches import HoldersCallback, Rows
@@ -142,21 +143,14 @@ class Client(Connection):
     def claim(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int, tuple[str, ...]]:
         """Lock ``names`` as ``claim`` says; (lock id, fencing token, the names granted)."""
         wait = None if timeout is None else timeout + REPLY_SLACK
-        reply = self._exchange(lambda rid: p.Claim(rid, names, timeout, claim.mode, claim.limit, claim.any_of,
-                                                   claim.info), wait, is_acquire=True)
+        reply = self._exchange(_claim(names, timeout, claim), wait, is_acquire=True)
         if reply is None:
             raise NotConnected(f"no answer from the serving locker within {wait} s")
-        if isinstance(reply, p.GrantNames):
-            return reply.lock_id, reply.token, tuple(reply.names)
-        if isinstance(reply, p.Grant):
-            return reply.lock_id, reply.token, tuple(dict.fromkeys(names))
-        if isinstance(reply, p.Timeout):
-            raise LockTimeout(names, timeout)
-        raise _as_error(reply)
+        return claimed(reply, names, timeout)
 
     def inspect(self, name: str, timeout: float = 20.0) -> Rows:
         """Who holds ``name`` and who waits for it (rows as in ``protocol.Holders``)."""
-        reply = self._holders(lambda rid: p.Inspect(rid, name), timeout)
+        reply = holders(self._call(lambda rid: p.Inspect(rid, name), timeout))
         return reply.holders, reply.waiters
 
     def watch(self, name: str, on: bool, timeout: float = 20.0) -> Rows | None:
@@ -164,14 +158,42 @@ class Client(Connection):
 
         None while the server recovers from a failover: the whole view is pushed when it ends.
         """
-        reply = self._holders(lambda rid: p.Watch(rid, name, on), timeout)
+        reply = holders(self._call(lambda rid: p.Watch(rid, name, on), timeout))
         return (reply.holders, reply.waiters) if reply.settled else None
+
+    def status(self, timeout: float = 20.0) -> dict[str, Any]:
+        """The serving locker's status (``status.py``)."""
+        reply = self._call(p.Status, timeout)
+        if isinstance(reply, p.StatusReply):
+            return cast("dict[str, Any]", unpack_payload(reply.status))
+        raise _as_error(reply)
 
     def _holders(self, build: Callable[[int], p.Message], timeout: float) -> p.Holders:
         reply = self._call(build, timeout)
         if isinstance(reply, p.Holders):
             return reply
         raise _as_error(reply)
+
+    # Without waiting (asyncio): ``hook()`` is called on whichever thread reads the answer;
+    # the InFlight's reply is then read with ``claimed``, ``holders`` or ``released``.
+    def send_claim(self, names: list[str], timeout: float | None, claim: Claim, hook: Hook) -> InFlight:
+        """``acquire`` (PLAIN) or ``claim`` without waiting; wait ``timeout + REPLY_SLACK`` at most."""
+        build = (lambda rid: p.Acquire(rid, names, timeout)) if claim is PLAIN else _claim(names, timeout, claim)
+        return self.send_request(build, hook, is_acquire=True)
+
+    def send_inspect(self, name: str, hook: Hook) -> InFlight:
+        return self.send_request(lambda rid: p.Inspect(rid, name), hook)
+
+    def send_watch(self, name: str, on: bool, hook: Hook) -> InFlight:
+        return self.send_request(lambda rid: p.Watch(rid, name, on), hook)
+
+    def send_release(self, lock_id: str, hook: Hook) -> InFlight:
+        """``release`` of a lock we may not hold (else ``release(held=True)`` waits for nothing)."""
+        return self.send_request(lambda rid: p.Release(rid, lock_id), hook)
+
+    def publish_room(self, hook: Hook) -> bool:
+        """Whether ``publish`` would not wait now; if it would, ``hook()`` is called once it may not."""
+        return self._failure is not None or not self._running or self._pubbox.room(hook)
 
     def release(self, lock_id: str, *, held: bool = False, timeout: float = 20.0) -> int:
         """Release ``lock_id``: 1 released, 0 not held by us. Raises on failure.
@@ -182,10 +204,7 @@ class Client(Connection):
         if held:
             self._send_now(p.Release(0, lock_id))
             return 1
-        reply = self._call(lambda rid: p.Release(rid, lock_id), timeout)
-        if isinstance(reply, p.Released):
-            return reply.code
-        raise _as_error(reply)
+        return released(self._call(lambda rid: p.Release(rid, lock_id), timeout))
 
     def reclaim(self, lock_id: str, names: list[str], token: int, expires_at: float | None = None,
                 claim: Claim = PLAIN, timeout: float = 20.0) -> bool:
@@ -262,8 +281,7 @@ class Client(Connection):
             if isinstance(event, Reply):
                 call = self._calls.get(event.request_id)
                 if call is not None:
-                    call.reply = event.message
-                    call.event.set()
+                    call.complete(event.message)
             elif isinstance(event, Publications):
                 if self._on_publications is not None:
                     self._core.malformed_publications += self._on_publications(
@@ -283,6 +301,35 @@ class Client(Connection):
             elif isinstance(event, HoldersChanged) and self.on_holders is not None:
                 holders = event.holders
                 self.on_holders(holders.name, holders.holders, holders.waiters)
+
+def _claim(names: list[str], timeout: float | None, claim: Claim) -> Callable[[int], p.Message]:
+    return lambda rid: p.Claim(rid, names, timeout, claim.mode, claim.limit, claim.any_of, claim.info)
+
+
+def claimed(reply: p.Message, names: list[str], timeout: float | None) -> tuple[str, int, tuple[str, ...]]:
+    """(lock id, fencing token, the names granted) from the answer to a claim; raises its refusal."""
+    if isinstance(reply, p.GrantNames):
+        return reply.lock_id, reply.token, tuple(reply.names)
+    if isinstance(reply, p.Grant):
+        return reply.lock_id, reply.token, tuple(dict.fromkeys(names))
+    if isinstance(reply, p.Timeout):
+        raise LockTimeout(names, timeout)
+    raise _as_error(reply)
+
+
+def holders(reply: p.Message) -> p.Holders:
+    """The answer to an inspection or a watch; raises its refusal."""
+    if isinstance(reply, p.Holders):
+        return reply
+    raise _as_error(reply)
+
+
+def released(reply: p.Message) -> int:
+    """1 released, 0 not held by us, from the answer to a release; raises its refusal."""
+    if isinstance(reply, p.Released):
+        return reply.code
+    raise _as_error(reply)
+
 
 def _as_error(reply: p.Message) -> PylockerError:
     if isinstance(reply, p.Error):

@@ -42,12 +42,52 @@ log = logging.getLogger("pylocker.client")
 ConnectionLostCallback = Callable[[bool], None]  # lapsed: the lease ran out (every lock is lost)
 
 
-class _Call:
-    __slots__ = ("event", "reply")
+Hook = Callable[[], None]  # told (on whichever thread brings it) that a call was answered
 
-    def __init__(self) -> None:
+
+class _Call:
+    __slots__ = ("event", "hook", "reply")
+
+    def __init__(self, hook: Hook | None = None) -> None:
         self.event = threading.Event()
         self.reply: p.Message | PylockerError | None = None
+        self.hook = hook  # for callers that do not wait on the Event (asyncio): must only schedule work
+
+    def complete(self, reply: p.Message | PylockerError | None = None) -> None:
+        if reply is not None:
+            self.reply = reply
+        self.event.set()
+        if self.hook is not None:
+            self.hook()
+
+
+class InFlight:
+    """A request sent without waiting for its reply (``Connection.send_request``)."""
+
+    __slots__ = ("_call", "_connection", "request_id")
+
+    def __init__(self, connection: Connection, request_id: int, call: _Call) -> None:
+        self._connection = connection
+        self.request_id = request_id
+        self._call = call
+
+    def done(self) -> bool:
+        """Whether the reply (or the connection's failure) is in."""
+        return self._call.reply is not None
+
+    def withdraw(self) -> bool:
+        """Stop waiting; True if no reply was in (an acquire is then withdrawn at the server, and a
+        grant that comes late is released)."""
+        return self._connection._withdraw(self.request_id, self._call)
+
+    def reply(self) -> p.Message:
+        """The reply; raises the connection's failure, or NotConnected if none came."""
+        reply = self._call.reply
+        if isinstance(reply, PylockerError):
+            raise reply
+        if reply is None:
+            raise NotConnected("no answer from the serving locker in time")
+        return reply
 
 
 class Connection:
@@ -168,6 +208,39 @@ class Connection:
             finally:
                 self._ack_waiters -= 1
 
+    def send_request(self, build: Callable[[int], p.Message], hook: Hook, is_acquire: bool = False) -> InFlight:
+        """Send a request without waiting: ``hook()`` is called (on any thread) once it is answered."""
+        self._check_usable()
+        call = _Call(hook)
+        with self._lock:
+            request_id = self._core.request(build, self._clock(), is_acquire=is_acquire)
+            self._calls[request_id] = call
+            sends, _ = self._core.take()
+            self._outbox.extend(sends)
+        failure = self._failure  # failed before our call was registered: nobody would tell it
+        if failure is not None and call.reply is None:
+            call.complete(failure)
+        self._push()
+        if call.reply is None:
+            # The I/O thread reads the answer: wake it now, for after a caller held the socket
+            # it rests a while (a leading caller reads its own answers; this one does not).
+            self._wake()
+        return InFlight(self, request_id, call)
+
+    def _withdraw(self, request_id: int, call: _Call) -> bool:
+        """Stop waiting for a call; True if it was unanswered (an acquire is withdrawn at the server,
+        and a grant that comes late is released)."""
+        with self._lock:
+            self._calls.pop(request_id, None)
+            withdrawn = call.reply is None
+            if withdrawn:
+                self._core.abandon(request_id)
+                sends, _ = self._core.take()
+                self._outbox.extend(sends)
+        if withdrawn:
+            self._wake()
+        return withdrawn
+
     def _take_socket(self) -> bool:
         """Take the socket to lead a round trip: at once, or after a short pass of the I/O thread."""
         if self._io_lock.acquire(blocking=False):
@@ -205,15 +278,7 @@ class Connection:
         return deadline is not None and (planned is None or deadline < planned)
 
     def _finish(self, request_id: int, call: _Call) -> p.Message | None:
-        with self._lock:
-            self._calls.pop(request_id, None)
-            if call.reply is None:
-                # The server did not answer in time: withdraw (a late grant is then released).
-                self._core.abandon(request_id)
-                sends, _ = self._core.take()
-                self._outbox.extend(sends)
-        if call.reply is None:
-            self._wake()
+        self._withdraw(request_id, call)  # unanswered in time: withdrawn (a late grant is then released)
         reply = call.reply
         if isinstance(reply, PylockerError):
             raise reply
@@ -225,6 +290,10 @@ class Connection:
             self._core.send(message)
             sends, _ = self._core.take()
             self._outbox.extend(sends)
+        self._push()
+
+    def _push(self) -> None:
+        """Send what is queued now if the socket is free (without waiting for it), else wake its holder."""
         transport = self._transport
         if transport is not None and self._io_lock.acquire(blocking=False):
             try:
@@ -413,5 +482,5 @@ class Connection:
         for call in calls:
             if call.reply is None:
                 call.reply = error
-            call.event.set()
+            call.complete()
         self._wake()  # a leader polling for its reply sees it failed

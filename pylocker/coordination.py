@@ -7,7 +7,7 @@ new (PEP 8 names) and raises exceptions rather than returning codes.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .holds import Claim
 from .lock import Lock
@@ -54,6 +54,15 @@ class CoordinationMixin:
     def group(self, name: str) -> Group:
         """The membership group ``name``: join, leave, members, on_change."""
         return Group(self.node, name)
+
+    def server_status(self) -> dict[str, Any]:
+        """The serving locker's status, asked of it now: itself, its clients, who holds and waits, its figures.
+
+        Keys: ``server`` (name, epoch, uptime, clients, held...), ``clients``, ``locks``
+        (each name's holders and waiters, the busiest first), ``stats`` (grants,
+        time-outs, expiries, wait and hold time percentiles, per name), ``truncated``.
+        """
+        return self.node.on_link(lambda link: link.status())
 
     def lock_info(self, name: str) -> LockInfo:
         """Who holds the lock ``name`` (shared or exclusive, since when, token) and who waits, in order."""

@@ -37,7 +37,20 @@ class Claim(NamedTuple):
 
 # Leaderships and group memberships last until released or until their session's lease
 # ends: maxLockTime, a bound on how long a lock may be kept, does not apply to them.
-UNTIMED_PREFIXES: Final = ("\x00election\x00", "\x00group\x00")
+SEMAPHORE_PREFIX: Final = "\x00semaphore\x00"
+ELECTION_PREFIX: Final = "\x00election\x00"
+GROUP_PREFIX: Final = "\x00group\x00"
+UNTIMED_PREFIXES: Final = (ELECTION_PREFIX, GROUP_PREFIX)
+KINDS: Final = {SEMAPHORE_PREFIX: "semaphore", ELECTION_PREFIX: "election", GROUP_PREFIX: "group"}
+
+
+def kind_of(name: str) -> tuple[str, str]:
+    """(kind, name as its users know it): "lock", "semaphore", "election" or "group"."""
+    if name.startswith("\x00"):
+        for prefix, kind in KINDS.items():
+            if name.startswith(prefix):
+                return kind, name[len(prefix):]
+    return "lock", name
 
 
 def untimed(names: tuple[str, ...] | list[str]) -> bool:

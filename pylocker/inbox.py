@@ -20,6 +20,9 @@ from .mailbox import DEFAULT_CAPACITY_BYTES, Mailbox
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[dict[str, Any]], None]
+# Told on the delivering thread of every batch stored (for asyncio, without a thread per waiter):
+# must only schedule work. Gets the publications that arrived, or [] when nobody asked for them.
+ArrivalListener = Callable[[list[dict[str, Any]]], None]
 
 
 class Inbox:
@@ -30,6 +33,8 @@ class Inbox:
         self._dispatcher = dispatcher
         self._mail = threading.Condition()
         self._callbacks: list[tuple[MessageCallback, str | None]] = []
+        self._listeners: dict[ArrivalListener, bool] = {}  # listener -> wants the publications
+        self._listeners_want = False  # some listener wants them
 
     @property
     def dropped(self) -> int:
@@ -38,11 +43,16 @@ class Inbox:
     def deliver(self, sender: str, sender_name: str, items: list[Any]) -> int:
         """Store publications (raw items, checked one by one); returns how many were malformed."""
         with self._mail:
+            listeners = list(self._listeners.items()) if self._listeners else None
             malformed, arrived = self.mailbox.store(sender, sender_name, items, time.monotonic(),
-                                                    bool(self._callbacks))
+                                                    bool(self._callbacks) or self._listeners_want)
             self._mail.notify_all()
         if malformed:
             log.warning("%d malformed publications from %s dropped", malformed, sender)
+        if listeners:
+            dicts = [publication.as_dict() for publication in arrived]
+            for listener, with_publications in listeners:
+                listener(dicts if with_publications else [])
         for publication in arrived:
             for callback, wanted in self._callbacks:
                 if wanted is None or wanted == publication.message:
@@ -60,6 +70,17 @@ class Inbox:
 
     def on_message(self, callback: MessageCallback, message: str | None) -> None:
         self._callbacks.append((callback, message))
+
+    def listen(self, listener: ArrivalListener, publications: bool = False) -> None:
+        """Call ``listener`` after every delivery (with the publications that arrived, if asked)."""
+        with self._mail:
+            self._listeners[listener] = publications
+            self._listeners_want = any(self._listeners.values())
+
+    def unlisten(self, listener: ArrivalListener) -> None:
+        with self._mail:
+            self._listeners.pop(listener, None)
+            self._listeners_want = any(self._listeners.values())
 
     def all(self) -> list[dict[str, Any]]:
         with self._mail:
@@ -87,13 +108,24 @@ class Inbox:
         with self._mail:
             while True:
                 now = time.monotonic()
-                self.mailbox.expire(now)
-                found = self.mailbox.oldest() if message is None else self.mailbox.find(message)
+                found = self._find(message, pop, now)
                 if found is not None:
-                    if pop:
-                        self.mailbox.remove_publication(found)
-                    return found.as_dict()
+                    return found
                 remaining = None if deadline is None else deadline - now
                 if remaining is not None and remaining <= 0:
                     return None
                 self._mail.wait(remaining)
+
+    def find(self, message: str | None, pop: bool) -> dict[str, Any] | None:
+        """The oldest publication of ``message`` (None: any) here now, or None; never waits."""
+        with self._mail:
+            return self._find(message, pop, time.monotonic())
+
+    def _find(self, message: str | None, pop: bool, now: float) -> dict[str, Any] | None:
+        self.mailbox.expire(now)
+        found = self.mailbox.oldest() if message is None else self.mailbox.find(message)
+        if found is None:
+            return None
+        if pop:
+            self.mailbox.remove_publication(found)
+        return found.as_dict()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import threading
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Callable, Final, Protocol
 
 from .election.base import ElectionBackend
 from .holds import PLAIN, Claim
@@ -24,6 +26,41 @@ class Role(enum.Enum):
     SERVING = "serving"
     CONNECTED = "connected"
     FAILING_OVER = "failing over"
+
+
+class Beacon(threading.Event):
+    """An Event that also calls hooks, for waiters without a thread of their own (asyncio).
+
+    A hook is called once, on the thread that sets (or pokes) the beacon: it must only schedule work.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hooks: list[Callable[[], None]] = []
+        self._hooks_lock = threading.Lock()
+
+    def set(self) -> None:
+        super().set()
+        self.poke()
+
+    def poke(self) -> None:
+        """Call (and drop) the hooks: something their waiters look at changed."""
+        with self._hooks_lock:
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def hook(self, hook: Callable[[], None]) -> bool:
+        """True if set now; else ``hook()`` is called when it is set or poked."""
+        with self._hooks_lock:
+            if self.is_set():
+                return True
+            self._hooks.append(hook)
+            return False
+
+    def unhook(self, hook: Callable[[], None]) -> None:
+        with self._hooks_lock, contextlib.suppress(ValueError):
+            self._hooks.remove(hook)
 
 
 class Link(Protocol):
@@ -48,6 +85,9 @@ class Link(Protocol):
 
     def claim(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int, tuple[str, ...]]:
         """Lock ``names`` as ``claim`` says: (lock id, fencing token, the names granted)."""
+
+    def status(self) -> dict[str, Any]:
+        """The serving locker's status (``status.py``)."""
 
     def inspect(self, name: str) -> Rows:
         """Who holds ``name`` and who waits for it."""

@@ -2,7 +2,7 @@
 
 Names, arguments, defaults and return codes are the seed's (camelCase kept). The
 work is done by ``node.LockerNode``; errors it raises are turned into the seed's
-codes in one place per method (``_ACQUIRE_CODES``, ``_RELEASE_CODES``). The
+codes in one place per method (``ACQUIRE_CODES``, ``RELEASE_CODES``). The
 pythonic API (``lock.py``) raises them instead.
 """
 
@@ -25,14 +25,15 @@ from .link import DEFAULT_LEASE, NodeConfig
 from .lock import Lock
 from .mailbox import DEFAULT_CAPACITY_BYTES
 from .messaging import MessagingMixin
+from .metrics import start_metrics
 from .node import LockerNode
 from .transport import address as addresses
 from .transport.keys import DEFAULT_REALM, load_authorized_keys, load_key_pair, load_public_key
 from .validation import check_bool, check_locker_arguments, check_number, code_for
 from .validation import names as parse_names
 
-_ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
-_RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3}
+ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
+RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3}
 _PACKAGE_LOGGER = "pylocker"
 
 
@@ -52,18 +53,18 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
             as a client, instead of the client key derived from the password.
         authorized_keys: a folder of zmq.auth certificates; when serving, admit only
             clients presenting one of those public keys (one key pair per machine).
-        mailbox_size: received publications kept at most; past that the oldest
-            are dropped (and counted in ``dropped_messages``).
-        mailbox_bytes: the same bound in bytes (payloads as sent, plus ~400 per message).
+        mailbox_size, mailbox_bytes: received publications kept at most, in number and in bytes
+            (payloads as sent, plus ~400 each); past that the oldest go (``dropped_messages``).
         receive_messages: False for a lock-only locker: it can still publish, but is
             sent no publication (a serving one stores none it receives).
-        realm: salts the keys derived from the password (default ``"pylocker"``): give
-            each deployment its own, so that no precomputed table serves against all.
+        realm: salts the keys derived from the password (default ``"pylocker"``): one per deployment.
         server_key_file: a zmq.auth certificate naming the serving locker's own key, for
             per-machine keys: the server's secret file when serving, its public file (or
             either) as a client, which then trusts no other server, whatever the password.
         advertise_address: where clients reach this locker when it serves, if not where it
             listens (a host, or ``tcp://host:port``: behind NAT, port forwarding or a proxy).
+        metrics_port: serve the serving locker's figures for Prometheus on 127.0.0.1 at this
+            port (0: any free one; ``pylocker[metrics]``), until ``stop``.
     """
 
     def __init__(self, password: str, name: str | None = None, serverFile: bool | str = True,
@@ -75,7 +76,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
                  key_file: str | None = None, authorized_keys: str | None = None,
                  mailbox_size: int = 100_000, receive_messages: bool = True, realm: str = DEFAULT_REALM,
                  server_key_file: str | None = None, advertise_address: str | None = None,
-                 mailbox_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
+                 mailbox_bytes: int = DEFAULT_CAPACITY_BYTES, metrics_port: int | None = None) -> None:
         check_locker_arguments(password=password, name=name, port=port, allowServing=allowServing,
                                autoconnect=autoconnect, reconnect=reconnect, blocking=blocking,
                                debugMode=debugMode, connectTimeout=connectTimeout, lease=lease, logger=logger,
@@ -87,9 +88,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
             raise TypeError("listen_address must be a non-empty string")
         listen = addresses.parse(listen_address, port)
         advertise = None if advertise_address is None else addresses.parse(advertise_address, listen.port)
-        self._key_file = key_file
-        self._server_key_file = server_key_file
-        self._authorized_keys = authorized_keys
+        self._key_file, self._server_key_file, self._authorized_keys = key_file, server_key_file, authorized_keys
         self._name = name if name is not None else f"locker-{os.getpid()}"
         self._unique_name = uuid.uuid4().hex
         self._serverFile: str | bool = False
@@ -121,6 +120,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         self._node = LockerNode(config, self._unique_name, Inbox(mailbox_size, self._dispatcher, mailbox_bytes),
                                 self._dispatcher, self._user_logger)
         self._init_messaging()
+        self._metrics = None if metrics_port is None else start_metrics(self, metrics_port)
         if autoconnect:
             self.start()
             if blocking:
@@ -394,9 +394,11 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         return self.node.connect(addresses.parse(address, port), password, ntrials)
 
     def stop(self) -> None:
-        """Stop server and client connections. Locks held through this locker are released."""
+        """Stop server and client connections (and metrics). Locks held through this locker are released."""
         self.node.stop()
         self._dispatcher.stop()
+        if self._metrics is not None:
+            self._metrics.close()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Block until this locker is stopped (what ``blocking=True`` does); True if it was."""
@@ -437,7 +439,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         try:
             lock_id, _ = node.acquire(names, timeout, claim)
         except PylockerError as exc:
-            return False, code_for(exc, _ACQUIRE_CODES)
+            return False, code_for(exc, ACQUIRE_CODES)
         if lockGlobal:
             node.owned.share(names, lock_id, claim)
         return True, lock_id
@@ -457,7 +459,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         try:
             code = self.node.release(lockId)
         except PylockerError as exc:
-            return False, code_for(exc, _RELEASE_CODES)
+            return False, code_for(exc, RELEASE_CODES)
         return True, code
 
     def release(self, *args: Any, **kwargs: Any) -> tuple[bool, int | str]:

@@ -29,10 +29,10 @@ from typing import Callable, Final, TypeVar
 from .client import Client
 from .dispatch import Dispatcher
 from .election.base import Fingerprint, Term
-from .errors import AuthenticationError, LockTimeout, NotConnected, NotStarted, ServerFileError
+from .errors import AuthenticationError, LockTimeout, NotConnected, NotStarted, PylockerError, ServerFileError
 from .holds import PLAIN, Claim
 from .inbox import Inbox
-from .link import DEFAULT_LEASE, Link, NodeConfig, Role
+from .link import DEFAULT_LEASE, Beacon, Link, NodeConfig, Role
 from .node_serving import ServingMixin
 from .owned import OwnedLocks
 from .protocol import new_routing_id
@@ -73,7 +73,7 @@ class LockerNode(ServingMixin):
         self._connected_to: Address | None = None
         self._stopped = threading.Event()
         self._stopped.set()
-        self._online = threading.Event()  # set while serving or connected
+        self._online = Beacon()  # set while serving or connected
         self._closing = False
         self._failover_thread: threading.Thread | None = None
         self._believe_until: float | None = None  # during a failover: when our locks stop being ours
@@ -131,6 +131,17 @@ class LockerNode(ServingMixin):
             self._online.set()
         else:
             self._online.clear()
+            if role is Role.STOPPED:
+                self._online.poke()  # waiters without a thread of their own look again: they stop
+
+    @property
+    def online(self) -> Beacon:
+        """Set while serving or connected; its hooks are called as it serves, connects or stops."""
+        return self._online
+
+    def may_wait(self) -> bool:
+        """Whether a call that failed for want of a link may wait for the failover and try once more."""
+        return self.config.reconnect and not self._closing and self._failover_thread is not None
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> bool:
@@ -245,33 +256,38 @@ class LockerNode(ServingMixin):
                         granted: list[str] | tuple[str, ...] = names
                     else:
                         lock_id, token, granted = link.claim(names, timeout, claim)
-                    self.owned.add(lock_id, granted, token, link.expiry(lock_id), claim)
-                    if not link.holds(lock_id):  # the lease ran out since the grant: its lapse
-                        self.owned.forget(lock_id)  # may have passed over this lock unseen
-                        raise NotConnected("our lease ran out as the lock was granted")
+                    self.took(link, lock_id, granted, token, claim)
                     return lock_id, token
             except (NotConnected, NotStarted) as exc:
-                if not self.config.reconnect or self._closing or isinstance(exc, AuthenticationError):
+                if not self.outlasts(exc, link):
                     raise
-                if self._link is link:
-                    self._online.clear()  # the failover has not noticed yet
             # Failing over: wait for the next server, then ask again with what is left of the timeout.
             remaining = None if deadline is None else deadline - time.monotonic()
             if (remaining is not None and remaining <= 0) or not self._online.wait(remaining):
                 raise LockTimeout(names, timeout)
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
 
+    def took(self, link: Link, lock_id: str, names: list[str] | tuple[str, ...], token: int, claim: Claim) -> None:
+        """Keep a lock ``link`` granted; NotConnected if our lease ran out since (it is then not ours)."""
+        self.owned.add(lock_id, names, token, link.expiry(lock_id), claim)
+        if not link.holds(lock_id):  # the lease ran out since the grant: its lapse
+            self.owned.forget(lock_id)  # may have passed over this lock unseen
+            raise NotConnected("our lease ran out as the lock was granted")
+
+    def outlasts(self, exc: PylockerError, link: Link | None) -> bool:
+        """Whether an acquire that failed with ``exc`` on ``link`` may wait for the failover and ask again."""
+        if not self.config.reconnect or self._closing or isinstance(exc, AuthenticationError):
+            return False
+        if self._link is link:
+            self._online.clear()  # the failover has not noticed yet
+        return True
+
     def release(self, lock_id: str) -> int:
         """Release ``lock_id``: 1 released, 0 not held (so released)."""
-        held = lock_id in self.owned
-        if not held and self.owned.lost_reason(lock_id) is not None:
-            return 0  # lost already, and given up at the server when it was
-        lost = held and not self.holds(lock_id)
-        if lost:  # our own clock gave it up, its timer has not said so yet: lost, not released
-            link = self._link
-            expires_at = link.expiry(lock_id) if link is not None else None
-            self._lost(lock_id, "maxLockTime" if expires_at is not None and time.monotonic() >= expires_at
-                       else "lease")
+        state = self.releasing(lock_id)
+        if state is None:
+            return 0
+        held, lost = state
         for attempt in (1, 2):
             link = self._link
             try:
@@ -280,13 +296,25 @@ class LockerNode(ServingMixin):
                 code = link.release(lock_id, held=held)
             except (NotConnected, NotStarted):
                 # During a failover the lock is re-claimed first, then released.
-                if (attempt == 2 or not self.config.reconnect or self._closing or self._failover_thread is None
-                        or not self._online.wait(self.config.connect_timeout)):
+                if attempt == 2 or not self.may_wait() or not self._online.wait(self.config.connect_timeout):
                     raise
                 continue
             self.owned.forget(lock_id)
             return 0 if lost else code
         raise NotConnected("the serving locker could not be reached")
+
+    def releasing(self, lock_id: str) -> tuple[bool, bool] | None:
+        """Before a release of ``lock_id``: (held, lost), or None if it was lost and given up already."""
+        held = lock_id in self.owned
+        if not held and self.owned.lost_reason(lock_id) is not None:
+            return None  # lost already, and given up at the server when it was
+        lost = held and not self.holds(lock_id)
+        if lost:  # our own clock gave it up, its timer has not said so yet: lost, not released
+            link = self._link
+            expires_at = link.expiry(lock_id) if link is not None else None
+            self._lost(lock_id, "maxLockTime" if expires_at is not None and time.monotonic() >= expires_at
+                       else "lease")
+        return held, lost
 
     def on_link(self, call: Callable[[Link], T]) -> T:
         """``call(link)`` on the current link; during a failover, once more on the next one."""
@@ -297,8 +325,7 @@ class LockerNode(ServingMixin):
                     raise NotStarted()
                 return call(link)
             except (NotConnected, NotStarted):
-                if (attempt == 2 or not self.config.reconnect or self._closing or self._failover_thread is None
-                        or not self._online.wait(self.config.connect_timeout)):
+                if attempt == 2 or not self.may_wait() or not self._online.wait(self.config.connect_timeout):
                     raise
         raise NotConnected("the serving locker could not be reached")
 
@@ -334,13 +361,13 @@ class LockerNode(ServingMixin):
     def _lost(self, lock_id: str, reason: str) -> None:
         # Runs on an I/O thread: user callbacks go to the dispatcher thread, where they
         # may call back into the locker.
-        if self.owned.lose(lock_id, reason):
-            self._log.warning("%s lost lock %s (%s)", self.config.name, lock_id, reason)
-            for callback in self._lost_callbacks:
-                self._dispatcher.submit(callback, lock_id, reason)
+        self._tell_lost([lock_id] if self.owned.lose(lock_id, reason) else [], reason)
 
     def _lose_all(self, reason: str) -> None:
-        for lock_id in self.owned.lose_all(reason):
+        self._tell_lost(self.owned.lose_all(reason), reason)
+
+    def _tell_lost(self, lock_ids: list[str], reason: str) -> None:
+        for lock_id in lock_ids:
             self._log.warning("%s lost lock %s (%s)", self.config.name, lock_id, reason)
             for callback in self._lost_callbacks:
                 self._dispatcher.submit(callback, lock_id, reason)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 import msgpack
 
 from .errors import LockTimeout, NotStarted
-from .holds import MODE_NAMES, SHARED, SLOT, UNTIMED_PREFIXES, Claim
+from .holds import ELECTION_PREFIX, GROUP_PREFIX, MODE_NAMES, SEMAPHORE_PREFIX, SHARED, SLOT, Claim
 from .items import unpack_payload
 from .lock import Lock
 from .protocol import MAX_INFO, MAX_LIMIT, MAX_NAME_LEN
@@ -24,8 +24,7 @@ from .protocol import MAX_INFO, MAX_LIMIT, MAX_NAME_LEN
 if TYPE_CHECKING:
     from .node import LockerNode
 
-SEMAPHORE_PREFIX = "\x00semaphore\x00"
-ELECTION_PREFIX, GROUP_PREFIX = UNTIMED_PREFIXES  # never given up at maxLockTime: only their lease ends them
+
 
 
 class Holder(NamedTuple):
@@ -57,7 +56,7 @@ def lock_info(name: str, holders: list[list[Any]], waiters: list[list[Any]], pre
                     [Waiter(row[0], MODE_NAMES[row[1]]) for row in waiters])
 
 
-def _internal(prefix: str, name: str, what: str) -> str:
+def internal_name(prefix: str, name: str, what: str) -> str:
     if not isinstance(name, str) or not name:
         raise TypeError(f"{what} name must be a non-empty string, not {name!r}")
     if len(prefix) + len(name) > MAX_NAME_LEN:
@@ -83,7 +82,7 @@ class Semaphore:
         self._node = node
         self.name = name
         self.limit = limit
-        self._internal = _internal(SEMAPHORE_PREFIX, name, "a semaphore")
+        self._internal = internal_name(SEMAPHORE_PREFIX, name, "a semaphore")
         self._timeout = timeout
         self._held = threading.local()  # the slots ``with semaphore:`` blocks hold, per thread
 
@@ -181,7 +180,7 @@ class _Held:
     def __init__(self, node: LockerNode, prefix: str, name: str, view: Callable[[list[list[Any]]], Any],
                  what: str) -> None:
         self._node = node
-        self._internal = _internal(prefix, name, what)
+        self._internal = internal_name(prefix, name, what)
         self._prefix = prefix
         self._lock: Lock | None = None
         self._watcher = _Watcher(node, self._internal, view)
@@ -218,12 +217,16 @@ class _Held:
         self._watcher.close()
 
 
+def leader_of(holders: list[list[Any]]) -> str | None:
+    """The leader's unique name from an election's holders (None: nobody leads)."""
+    return holders[0][0] if holders else None
+
+
 class Election(_Held):
     """One leader among the lockers that campaign for ``group``; leadership ends with the leader's lease."""
 
     def __init__(self, node: LockerNode, group: str) -> None:
-        super().__init__(node, ELECTION_PREFIX, group, lambda holders: holders[0][0] if holders else None,
-                         "an election")
+        super().__init__(node, ELECTION_PREFIX, group, leader_of, "an election")
         self.group = group
 
     def campaign(self, timeout: float | None = None) -> int:
@@ -254,8 +257,7 @@ class Election(_Held):
     @property
     def leader(self) -> str | None:
         """The unique name of the current leader, as the serving locker sees it (None: nobody leads)."""
-        holders = self._holders()
-        return holders[0][0] if holders else None
+        return leader_of(self._holders())
 
     def on_change(self, callback: Callable[[str | None], None]) -> None:
         """Call ``callback(leader unique name or None)`` on every change of leader."""
@@ -265,7 +267,18 @@ class Election(_Held):
         return f"<Election {self.group!r} leader={self.is_leader}>"
 
 
-def _members(holders: list[list[Any]]) -> dict[str, Any]:
+def pack_info(info: Any) -> bytes | None:
+    """A group member's info as it travels: TypeError if msgpack cannot carry it, ValueError past 64 KiB."""
+    try:
+        packed = None if info is None else msgpack.packb(info, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"group info cannot be sent: {exc}") from None
+    if packed is not None and len(packed) > MAX_INFO:
+        raise ValueError(f"group info is {len(packed)} bytes packed; at most {MAX_INFO}")
+    return packed
+
+
+def members_of(holders: list[list[Any]]) -> dict[str, Any]:
     return {row[0]: unpack_payload(row[4]) for row in holders}
 
 
@@ -273,18 +286,13 @@ class Group(_Held):
     """A membership group: who joined ``name`` and is alive (a member leaves with its lease)."""
 
     def __init__(self, node: LockerNode, name: str) -> None:
-        super().__init__(node, GROUP_PREFIX, name, _members, "a group")
+        super().__init__(node, GROUP_PREFIX, name, members_of, "a group")
         self.name = name
 
     def join(self, info: Any = None, timeout: float | None = None) -> None:
         """Join with ``info`` (anything msgpack carries, up to 64 KiB packed); joined already: info replaced."""
-        try:
-            packed = None if info is None else msgpack.packb(info, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"group info cannot be sent: {exc}") from None
-        if packed is not None and len(packed) > MAX_INFO:
-            raise ValueError(f"group info is {len(packed)} bytes packed; at most {MAX_INFO}")
-        self._take(Lock(self._node, [self._internal], timeout, Claim(SHARED, info=packed)), self.name, timeout)
+        self._take(Lock(self._node, [self._internal], timeout, Claim(SHARED, info=pack_info(info))), self.name,
+                   timeout)
 
     def leave(self) -> None:
         """Leave the group (nothing happens if this locker is not a member)."""
@@ -297,7 +305,7 @@ class Group(_Held):
     @property
     def members(self) -> dict[str, Any]:
         """unique name -> info of every member, as the serving locker sees them now."""
-        return _members(self._holders())
+        return members_of(self._holders())
 
     def on_change(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call ``callback(members)`` on every join or leave, including members whose lease ran out."""

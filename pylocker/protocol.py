@@ -87,6 +87,12 @@ class Watch(NamedTuple):
     on: bool
 
 
+class Status(NamedTuple):
+    """Ask for the serving locker's status (``status.py``); answered with ``StatusReply``."""
+
+    request_id: int
+
+
 class Release(NamedTuple):
     request_id: int
     lock_id: str
@@ -143,6 +149,13 @@ class Holders(NamedTuple):
     holders: list[list[Any]]
     waiters: list[list[Any]]
     settled: bool = True  # False while the server recovers from a failover: the whole view is pushed after
+
+
+class StatusReply(NamedTuple):
+    """The serving locker's status: a msgpack map (see ``status.py``)."""
+
+    request_id: int
+    status: bytes
 
 
 class Timeout(NamedTuple):
@@ -257,7 +270,7 @@ class Deliver(NamedTuple):
 Message = Union[Hello, Acquire, Release, Cancel, Heartbeat, Bye,
                 Welcome, Grant, Timeout, Released, Expire, Error, Pong, Publish, SubscribeCheck,
                 Probe, Reclaim, ReclaimDone, Reclaimed, Deliver, Credit, PubAck,
-                Claim, Inspect, Watch, GrantNames, Holders]
+                Claim, Inspect, Watch, GrantNames, Holders, Status, StatusReply]
 
 
 # --------------------------------------------------------------- validators
@@ -352,6 +365,8 @@ _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]
     12: (Claim, (_uint, _names, _optional_seconds, _mode, _limit, _bool, _info)),
     13: (Inspect, (_uint, _name)),
     14: (Watch, (_uint, _name, _bool)),
+    15: (Status, (_uint,)),
+    76: (StatusReply, (_uint, _blob)),
     74: (GrantNames, (_uint, _text(MAX_TEXT), _uint, _names)),
     75: (Holders, (_uint, _name, _holder_rows, _waiter_rows, _bool)),
     10: (ReclaimDone, (_uint,)),
@@ -363,7 +378,7 @@ _SCHEMAS: Final[dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]
 _TYPE_CODES: Final = {cls: code for code, (cls, _) in _SCHEMAS.items()}
 
 REQUESTS: Final = (Hello, Acquire, Release, Cancel, Heartbeat, Bye, Publish, SubscribeCheck, Reclaim,
-                   ReclaimDone, Credit, Claim, Inspect, Watch)
+                   ReclaimDone, Credit, Claim, Inspect, Watch, Status)
 
 def _fast_acquire(frame: list[Any]) -> Acquire | None:
     # The same checks as the schema's, inlined: acquire and release are most of the traffic.

@@ -54,6 +54,7 @@ class PublicationQueue:
         self.pending_bytes = 0
         self._room = threading.Event()  # set while there is room (or the connection failed)
         self._room.set()
+        self._room_hooks: list[Callable[[], None]] = []  # publishers waiting for room without a thread
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -112,7 +113,27 @@ class PublicationQueue:
         """Let waiting publishers go on when the queue has room again (after sending)."""
         if len(self._queue) <= MAX_PENDING and self.pending_bytes <= MAX_PENDING_BYTES:
             self._room.set()
+            if self._room_hooks:
+                self._tell_room()
 
     def fail(self) -> None:
         """The connection failed: a publisher waiting for room hears of it at once."""
         self._room.set()
+        self._tell_room()
+
+    def room(self, hook: Callable[[], None]) -> bool:
+        """Whether ``put`` would not wait now; if it would, ``hook()`` is called once there is room
+        (or the connection failed), on the thread that sent. ``hook`` must only schedule work."""
+        with self._lock:
+            if len(self._queue) <= MAX_PENDING and self.pending_bytes <= MAX_PENDING_BYTES:
+                return True
+            self._room_hooks.append(hook)
+        if len(self._queue) <= MAX_PENDING and self.pending_bytes <= MAX_PENDING_BYTES:
+            self._tell_room()  # room came meanwhile, and note_room may have looked before the hook was in
+        return False
+
+    def _tell_room(self) -> None:
+        with self._lock:
+            hooks, self._room_hooks = self._room_hooks, []
+        for hook in hooks:
+            hook()

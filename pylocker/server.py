@@ -14,8 +14,9 @@ import logging
 import secrets
 import threading
 import time
-from typing import Callable, Final
+from typing import Any, Callable, Final
 
+from .badframes import BadFrameLog
 from .errors import LimitMismatch, LockTimeout, NotConnected, NotStarted, PylockerError, TooManyWatches
 from .flow import BATCH_ITEMS, PUBLISH_WAIT, PUBLISH_WINDOW
 from .holds import PLAIN, Claim, LimitConflict
@@ -43,7 +44,6 @@ from .watches import HoldersCallback, Rows
 TICK: Final = 1.0  # housekeeping period of the I/O thread, seconds
 START_TIMEOUT: Final = 10.0
 LOCAL_SLACK: Final = 1.0  # how long a local waiter trusts the I/O thread past its deadline
-BAD_FRAME_LINES: Final = 10  # bad-frame log lines a minute, whatever the peers
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,22 @@ PublicationsCallback = Callable[[str, str, int, bytes], None]  # sender, sender 
 _NO_EVENTS: Final[list[ServerEvent]] = []  # shared, never changed: nothing for the locker
 
 
-class _Waiter:
-    __slots__ = ("error", "event", "token")
+Hook = Callable[[], None]  # tells a caller that does not wait on an Event (asyncio); must only schedule work
 
-    def __init__(self) -> None:
+
+class _Waiter:
+    __slots__ = ("error", "event", "hook", "token")
+
+    def __init__(self, hook: Hook | None = None) -> None:
         self.event = threading.Event()
         self.token = 0
         self.error: PylockerError | None = None
+        self.hook = hook
+
+    def wake(self) -> None:
+        self.event.set()
+        if self.hook is not None:
+            self.hook()
 
 
 class Server:
@@ -86,10 +95,8 @@ class Server:
         self._on_clients_changed = on_clients_changed
         self._on_tick = on_tick
         self._on_failure = on_failure
-        self._bad_log_window_end = 0.0
-        self._bad_log_lines = 0
-        self._bad_frames_unlogged = 0
         self._clock = clock
+        self._log_bad_frame = BadFrameLog(log, clock)
         self._core = ServerCore(name=name, unique_name=unique_name, now=clock(), max_lock_time=max_lock_time,
                                 lease=lease, epoch=epoch, first_token=first_token, recover_from=recover_from,
                                 grace=grace, id_prefix=secrets.token_hex(4) + "-")
@@ -99,6 +106,7 @@ class Server:
         self._unacked_publications = 0
         self._acked = threading.Condition(self._mutex)
         self._waiters: dict[str, _Waiter] = {}
+        self._room_hooks: list[Hook] = []  # publishers that wait for acknowledgements without a thread
         self._outbox: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._planned_wake = 0.0
         self._running = False
@@ -131,9 +139,10 @@ class Server:
         with self._mutex:
             for waiter in self._waiters.values():
                 waiter.error = NotStarted()
-                waiter.event.set()
+                waiter.wake()
             self._waiters.clear()
             self._acked.notify_all()  # publishers waiting for acknowledgements: stopped now
+            self._room()
 
     @property
     def running(self) -> bool:
@@ -151,9 +160,18 @@ class Server:
     def claim(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int, tuple[str, ...]]:
         """Lock ``names`` as ``claim`` says; (lock id, fencing token, the names granted)."""
         lock_id, token = self._acquire(names, timeout, claim)
+        return lock_id, token, self.granted_names(lock_id, names)
+
+    def granted_names(self, lock_id: str, names: list[str]) -> tuple[str, ...]:
+        """The names a claim was granted (one, for an any-of claim)."""
         with self._mutex:
             held = self._core.table.get(lock_id)
-        return lock_id, token, held.names if held is not None else tuple(dict.fromkeys(names))
+        return held.names if held is not None else tuple(dict.fromkeys(names))
+
+    def status(self) -> dict[str, Any]:
+        """The serving locker's status (``status.py``)."""
+        with self._mutex:
+            return self._core.status(self._clock())
 
     def inspect(self, name: str) -> Rows:
         """Who holds ``name`` and who waits for it (rows as in ``protocol.Holders``)."""
@@ -169,6 +187,15 @@ class Server:
                 raise TooManyWatches(str(exc)) from None
 
     def _acquire(self, names: list[str], timeout: float | None, claim: Claim) -> tuple[str, int]:
+        lock_id, token, waiter = self.submit(names, timeout, claim)
+        if waiter is None:
+            return lock_id, token
+        return self._wait(lock_id, names, timeout, waiter)
+
+    def submit(self, names: list[str], timeout: float | None, claim: Claim,
+               hook: Hook | None = None) -> tuple[str, int, _Waiter | None]:
+        """Ask for ``names`` without waiting: (lock id, token, None) if granted now, or (lock id, 0,
+        waiter) if queued: ``waiter.wake()`` (and so ``hook()``) tells the answer. LockTimeout if neither."""
         if not self._running:
             raise NotStarted()
         waiter: _Waiter | None = None
@@ -184,7 +211,7 @@ class Server:
                 except LimitConflict as exc:
                     raise LimitMismatch(str(exc)) from None
             if first is None:
-                waiter = self._waiters[lock_id] = _Waiter()
+                waiter = self._waiters[lock_id] = _Waiter(hook)
             events = self._collect()
             # The I/O thread sleeps until its planned wake: a deadline this call added
             # (the grant's maxLockTime, the waiter's timeout) may need it sooner.
@@ -198,27 +225,31 @@ class Server:
         if events:
             self._after(events)
         if grant is not None:
-            return lock_id, grant.token
+            return lock_id, grant.token, None
         if waiter is not None:
-            return self._wait(lock_id, names, timeout, waiter)
+            return lock_id, 0, waiter
         raise LockTimeout(names, timeout)
 
     def _wait(self, lock_id: str, names: list[str], timeout: float | None, waiter: _Waiter) -> tuple[str, int]:
         if waiter.event.wait(None if timeout is None else timeout + LOCAL_SLACK):
-            return self._outcome(lock_id, names, timeout, waiter)
-        with self._mutex:  # the I/O thread is late or gone: decide here
+            return self.outcome(lock_id, names, timeout, waiter)
+        if self.give_up(lock_id):  # the I/O thread is late or gone: decide here
+            raise LockTimeout(names, timeout)
+        waiter.event.wait()
+        return self.outcome(lock_id, names, timeout, waiter)
+
+    def give_up(self, lock_id: str) -> bool:
+        """Withdraw a queued request of the serving locker; False if it was answered already."""
+        with self._mutex:
             cancelled = self._core.local_cancel(lock_id, self._clock())
             if cancelled:
                 self._waiters.pop(lock_id, None)
             events = self._collect()
         self._after(events)
-        if cancelled:
-            raise LockTimeout(names, timeout)
-        waiter.event.wait()
-        return self._outcome(lock_id, names, timeout, waiter)
+        return cancelled
 
     @staticmethod
-    def _outcome(lock_id: str, names: list[str], timeout: float | None, waiter: _Waiter) -> tuple[str, int]:
+    def outcome(lock_id: str, names: list[str], timeout: float | None, waiter: _Waiter) -> tuple[str, int]:
         if waiter.error is not None:
             raise waiter.error
         if waiter.token == 0:
@@ -272,6 +303,19 @@ class Server:
                 self._core.publish(receivers, len(batch), join_items(batch), lossy)
                 events = self._collect()
             self._after(events)
+
+    def publish_room(self, hook: Hook) -> bool:
+        """Whether ``publish`` would not wait now; if it would, ``hook()`` is called (once) when it may not."""
+        with self._mutex:
+            if self._unacked_publications < PUBLISH_WINDOW or not self._running:
+                return True
+            self._room_hooks.append(hook)
+            return False
+
+    def _room(self) -> None:
+        hooks, self._room_hooks = self._room_hooks, []
+        for hook in hooks:
+            hook()
 
     @property
     def dropped_publications(self) -> int:
@@ -350,12 +394,14 @@ class Server:
             if isinstance(event, LocalPublishAcked):
                 self._unacked_publications -= event.batches
                 self._acked.notify_all()
+                if self._room_hooks:
+                    self._room()
             elif isinstance(event, (LocalGranted, LocalTimedOut)):
                 waiter = self._waiters.pop(event.lock_id, None)
                 if waiter is not None:
                     if isinstance(event, LocalGranted):
                         waiter.token = event.token
-                    waiter.event.set()
+                    waiter.wake()
             else:
                 later.append(event)
         if out.sends and threading.current_thread() is not self._thread:
@@ -379,23 +425,6 @@ class Server:
                 self._log_bad_frame(event)
             elif isinstance(event, LocalHolders) and self.on_holders is not None:
                 self.on_holders(event.name, event.holders, event.waiters)
-
-    def _log_bad_frame(self, event: BadFrame) -> None:
-        # The core limits lines per peer; a peer that cycles routing ids is a new peer each
-        # time, so the log also has a budget of its own: BAD_FRAME_LINES a minute in all.
-        now = self._clock()
-        if now >= self._bad_log_window_end:
-            if self._bad_frames_unlogged:
-                log.warning("%d more bad frames in the last minute were not logged", self._bad_frames_unlogged)
-            self._bad_log_window_end, self._bad_log_lines, self._bad_frames_unlogged = now + 60.0, 0, 0
-        if self._bad_log_lines >= BAD_FRAME_LINES:
-            self._bad_frames_unlogged += 1
-            return
-        self._bad_log_lines += 1
-        if event.seen % 1000 == 0:
-            log.warning("%d bad frames from %r so far (latest: %s)", event.seen, event.peer, event.reason)
-        else:
-            log.warning("bad frame from %r: %s", event.peer, event.reason)
 
     def _wake(self) -> None:
         transport = self._transport

@@ -7,14 +7,20 @@ calls, and pushes a watched name's holders to its watchers when they change.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import msgpack
 
 from . import protocol as p
 from .errors import BAD_FRAME, LIMIT_MISMATCH, TOO_MANY_WATCHES
 from .holds import PLAIN, Claim, LimitConflict, check_claim
 from .server_events import ClientInfo, LocalHolders, ServerEvent
+from .status import build_status
 from .table import Effect, LockTable
 from .watches import Rows, Watches, describe
+
+if TYPE_CHECKING:
+    from .server_core import ServerCore
 
 LOCAL: Final = b""  # the owner id of the serving locker's own requests
 
@@ -31,6 +37,7 @@ class ClaimsMixin:
     _events: list[ServerEvent]
     _clients: dict[bytes, ClientInfo]
     _now: float
+    _asked_at: dict[str, float]
     _unsettled: bool  # a watcher was answered, or a change held back, while recovering
 
     def new_lock_id(self) -> str:
@@ -61,6 +68,7 @@ class ClaimsMixin:
             self._apply(effects)
         else:
             self._queued[key] = lock_id
+            self._asked_at[lock_id] = now
 
     def _claim(self, owner: bytes, names: list[str], timeout: float | None, claim: Claim, now: float,
                tag: int | None) -> tuple[str, list[Effect]]:
@@ -73,6 +81,18 @@ class ClaimsMixin:
         except ValueError:
             self._any_of.discard(lock_id)
             raise
+
+    def asked_at(self, lock_id: str, now: float) -> float:
+        """When the waiting request ``lock_id`` was asked for (``now`` if unknown)."""
+        return self._asked_at.get(lock_id, now)
+
+    def status(self, now: float) -> dict[str, Any]:
+        """The serving locker's status (``status.py``)."""
+        return build_status(cast("ServerCore", self), now)
+
+    def _on_status(self, peer: bytes, info: ClientInfo, message: p.Status, now: float) -> None:
+        packed = msgpack.packb(self.status(now), use_bin_type=True)
+        self._sends.append((peer, p.encode(p.StatusReply(message.request_id, packed))))
 
     def _on_inspect(self, peer: bytes, info: ClientInfo, message: p.Inspect, now: float) -> None:
         holders, waiters = self.describe(message.name, now)
@@ -102,6 +122,7 @@ class ClaimsMixin:
             self._any_of.discard(lock_id)
             raise
         if not effects:
+            self._asked_at[lock_id] = now
             return None
         self._apply(effects)
         return effects[0]

@@ -36,7 +36,6 @@ from typing import Any, Callable, Final, cast
 from . import protocol as p
 from .errors import BAD_FRAME, DROPPED, NOT_HOLDER, NOT_WELCOMED, RemoteProtocolError
 from .flow import Flow
-from .holds import PLAIN, Claim, check_claim
 from .server_claims import LOCAL, ClaimsMixin
 from .server_events import (
     BadFrame,
@@ -51,6 +50,8 @@ from .server_events import (
     Output,
     ServerEvent,
 )
+from .server_recovery import RecoveryMixin
+from .stats import ServerStats
 from .table import Dropped, Effect, Expired, Granted, LockTable, TimedOut
 from .watches import Watches
 
@@ -62,7 +63,7 @@ MAX_TRACKED_PEERS: Final = 10_000
 _NOTHING: Final = Output([], [])
 
 
-class ServerCore(ClaimsMixin):
+class ServerCore(ClaimsMixin, RecoveryMixin):
     """One serving locker's sessions, dispatch, routing and recovery, around a LockTable."""
 
     def __init__(self, *, name: str, unique_name: str, now: float, max_lock_time: float | None = None,
@@ -91,6 +92,8 @@ class ServerCore(ClaimsMixin):
         self._any_of: set[str] = set()  # lock ids of any-of claims: granted with the name they got
         self._now = now  # the time of the latest call, for descriptions pushed from take()
         self._unsettled = False
+        self.stats = ServerStats(now)  # what it granted, refused and expired, and how long each waited and held
+        self._asked_at: dict[str, float] = {}  # lock id of a waiting request -> when it was asked for
         self._sends: list[tuple[bytes, bytes]] = []
         self._events: list[ServerEvent] = []
         # Each handler takes the decoded message of its own type (Any here: the table is keyed on that type).
@@ -114,6 +117,7 @@ class ServerCore(ClaimsMixin):
             p.Claim: self._on_claim,
             p.Inspect: self._on_inspect,
             p.Watch: self._on_watch,
+            p.Status: self._on_status,
         }
 
     # ------------------------------------------------------------------ output
@@ -201,14 +205,17 @@ class ServerCore(ClaimsMixin):
             self._apply(effects)
         else:
             self._queued[key] = lock_id
+            self._asked_at[lock_id] = now
 
     def _on_release(self, peer: bytes, info: ClientInfo, release: p.Release, now: float) -> None:
         held = self.table.get(release.lock_id)
         if held is not None and held.owner != peer:
             self._refuse(peer, release.request_id, NOT_HOLDER, "lock is held by another locker")
             return
-        if held is not None and self.watches:
-            self.watches.changed(held.names)
+        if held is not None:
+            self.stats.released(held.names, now - held.granted_at)
+            if self.watches:
+                self.watches.changed(held.names)
         released, effects = self.table.release(release.lock_id, now, peer)
         if effects:
             self._apply(effects)
@@ -220,6 +227,7 @@ class ServerCore(ClaimsMixin):
         if lock_id is not None:
             _, effects = self.table.cancel(lock_id, now, peer)
             self._any_of.discard(lock_id)
+            self._asked_at.pop(lock_id, None)
             self._apply(effects)
 
     def _on_heartbeat(self, peer: bytes, info: ClientInfo, message: p.Message, now: float) -> None:
@@ -239,35 +247,6 @@ class ServerCore(ClaimsMixin):
     def _on_credit(self, peer: bytes, info: ClientInfo, credit: p.Credit, now: float) -> None:
         self.flow.credit(peer, credit.batches)
 
-    def _on_reclaim(self, peer: bytes, info: ClientInfo, reclaim: p.Reclaim, now: float) -> None:
-        held = self.table.get(reclaim.lock_id)
-        claim = Claim(reclaim.mode, reclaim.limit, reclaim.any_of, reclaim.info)
-        try:
-            check_claim(claim)
-        except ValueError:
-            granted = False
-        else:
-            if held is not None and held.owner == peer:  # still ours
-                granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now, claim)
-            elif info.unique_name not in self._expected or not self._earlier_token(reclaim.token):
-                # Only a client of the previous server may take back what it held there, and only
-                # with a token that server could have granted: no jump of the token sequence.
-                granted = False
-            else:
-                granted = self.table.reclaim(reclaim.lock_id, peer, reclaim.names, reclaim.token, now, claim)
-        if granted and self.watches:
-            self.watches.changed(tuple(reclaim.names))
-        self._foreign_ids = self._foreign_ids or granted
-        self._sends.append((peer, p.encode(p.Reclaimed(reclaim.request_id, granted))))
-
-    def _earlier_token(self, token: int) -> bool:
-        """A fencing token granted before this server's epoch."""
-        return 0 < token < self._first_token
-
-    def _on_reclaim_done(self, peer: bytes, info: ClientInfo, message: p.Message, now: float) -> None:
-        self.reclaim_done(info.unique_name, now)
-
-    # ------------------------------------------------------------ local input
     def new_lock_id(self) -> str:
         """A lock id in use nowhere in the table (re-claims bring ids of their own)."""
         if not self._foreign_ids:  # every id in the table is one of ours, all distinct
@@ -283,22 +262,29 @@ class ServerCore(ClaimsMixin):
 
         A queued request is answered later by a ``LocalGranted`` or ``LocalTimedOut`` event.
         """
+        self._now = now
         effects = self.table.acquire(lock_id, LOCAL, names, timeout, now)
         if not effects:
+            self._asked_at[lock_id] = now
             return None
         first = effects[0]
-        if self.watches and type(first) is Granted:
-            self._now = now
-            self.watches.changed(first.names)
+        if type(first) is Granted:
+            self.stats.granted(first.names, 0.0)
+            if self.watches:
+                self.watches.changed(first.names)
+        else:
+            self.stats.timed_out(first.names)
         if len(effects) > 1:
             self._apply(effects[1:])
         return first
 
     def local_release(self, lock_id: str, now: float) -> bool:
         held = self.table.get(lock_id)
-        if held is not None and self.watches:
-            self._now = now
-            self.watches.changed(held.names)
+        self._now = now
+        if held is not None and held.owner == LOCAL:
+            self.stats.released(held.names, now - held.granted_at)
+            if self.watches:
+                self.watches.changed(held.names)
         released, effects = self.table.release(lock_id, now, LOCAL)
         if effects:
             self._apply(effects)
@@ -309,36 +295,9 @@ class ServerCore(ClaimsMixin):
         cancelled, effects = self.table.cancel(lock_id, now, LOCAL)
         if cancelled:
             self._any_of.discard(lock_id)
+            self._asked_at.pop(lock_id, None)
         self._apply(effects)
         return cancelled
-
-    def local_reclaim(self, lock_id: str, names: list[str], token: int, now: float, claim: Claim = PLAIN) -> bool:
-        held = self.table.get(lock_id)
-        if (held is None or held.owner != LOCAL) and not self._earlier_token(token):
-            return False
-        granted = self.table.reclaim(lock_id, LOCAL, names, token, now, claim)
-        self._foreign_ids = self._foreign_ids or granted
-        if granted and self.watches:
-            self.watches.changed(tuple(names))
-        return granted
-
-    def successor_must_wait_for(self) -> tuple[str, ...]:
-        """Who may hold locks if this server dies now: its clients, and those it still waits for.
-
-        A server that dies while recovering passes on the clients it was still waiting
-        for; otherwise its successor would grant their names while they still hold them.
-        """
-        names = dict.fromkeys(info.unique_name for info in self._clients.values())
-        names.update(dict.fromkeys(sorted(self._expected)))
-        return tuple(names)
-
-    def reclaim_done(self, unique_name: str, now: float) -> None:
-        """``unique_name`` has re-claimed all it held; recovery ends when nobody is left."""
-        if unique_name in self._expected:
-            self._clients_dirty = True
-        self._expected.discard(unique_name)
-        if not self._expected and self.table.recover_until is not None:
-            self._apply(self.table.end_recovery(now))
 
     def publish(self, receivers: list[str] | None, count: int, items: bytes, lossy: bool = False) -> None:
         """Fan a batch of the serving locker's own publications out; acknowledged by ``LocalPublishAcked``."""
@@ -387,6 +346,7 @@ class ServerCore(ClaimsMixin):
         for effect in effects:  # its own locks and requests: nobody to tell but the watchers
             if isinstance(effect, Dropped):
                 self._any_of.discard(effect.lock_id)
+                self._asked_at.pop(effect.lock_id, None)
             elif isinstance(effect, Expired) and self.watches:
                 self.watches.changed(effect.names)
         self._apply([e for e in effects if not isinstance(e, (Expired, Dropped))])
@@ -440,6 +400,7 @@ class ServerCore(ClaimsMixin):
             targets = [peer for peer in (speakers.get(r) for r in dict.fromkeys(receivers) if r != sender)
                        if peer is not None]
             local = publisher != LOCAL and self.unique_name in receivers  # toSelf is the sender's choice
+        self.stats.publications += count
         self.flow.publish(publisher, sender, sender_name, count, items, targets, lossy)
         if local:
             self._events.append(LocalPublications(sender, sender_name, count, items))
@@ -456,8 +417,19 @@ class ServerCore(ClaimsMixin):
     def _apply(self, effects: list[Effect]) -> None:
         """Turn table effects into frames for clients and events for the serving locker."""
         sends, events, watches, any_of = self._sends, self._events, self.watches, self._any_of
+        stats, asked_at = self.stats, self._asked_at
         for effect in effects:
             owner = effect.owner
+            kind = type(effect)
+            if kind is Granted:
+                asked = asked_at.pop(effect.lock_id, None) if asked_at else None
+                stats.granted(effect.names, 0.0 if asked is None else self._now - asked)
+            elif kind is Expired:
+                stats.expired(effect.names)
+            else:
+                asked_at.pop(effect.lock_id, None)
+                if kind is TimedOut:
+                    stats.timed_out(effect.names)
             if watches and isinstance(effect, (Granted, Expired)):
                 watches.changed(effect.names)
             if any_of and not isinstance(effect, Expired) and effect.lock_id in any_of:

@@ -24,22 +24,20 @@ or as one of at most ``limit`` slot holders.
   request whose deadline has passed is answered ``TimedOut`` and never granted,
   even if its names free up in the same instant.
 * **maxLockTime.** A grant made while ``max_lock_time`` is set expires that many
-  seconds later; the holder is told through an ``Expired`` effect.
+  seconds later (``Expired``), unless it is a leadership or a membership (``untimed``).
 * **Leases.** An owner registered with a lease must ``touch`` the table before the
   lease runs out; otherwise all its grants expire and its requests are dropped.
 * **Fencing tokens.** Every grant carries an integer token larger than any token
   granted before by this table (``first_token`` lets a successor table continue a
   predecessor's sequence).
-
 * **Recovery after a failover.** A table created with ``recover_until`` grants
   nothing new before that time (or before ``end_recovery``): requests queue as
   usual, while ``reclaim`` lets the holders of the previous server's locks take
   them back, with their lock ids and fencing tokens. A name can never be reclaimed
   twice, so a failover grants no lock twice.
 
-Calls return *effects* (``Granted``, ``TimedOut``, ``Expired``, ``Dropped``) that the
-caller turns into replies; the table itself never logs, sleeps or reads a clock.
-``next_deadline()`` says when ``expire(now)`` has work to do.
+Calls return *effects* (``Granted``, ``TimedOut``, ``Expired``, ``Dropped``) for the caller
+to answer with; the table never logs, sleeps or reads a clock (``next_deadline()``).
 """
 
 from __future__ import annotations
@@ -70,7 +68,7 @@ from .holds import (
 )
 
 __all__ = ["REASON_DISCONNECTED", "REASON_LEASE", "REASON_MAX_LOCK_TIME", "Claim", "Dropped", "Effect", "Expired",
-           "Granted", "HeldLock", "LimitConflict", "LockTable", "Owner", "TimedOut"]
+           "Granted", "HeldLock", "LimitConflict", "LockTable", "Owner", "TimedOut"]  # re-exported from holds
 
 REASON_MAX_LOCK_TIME = "maxLockTime"
 REASON_LEASE = "lease"
@@ -330,6 +328,9 @@ class LockTable:
 
     def is_waiting(self, lock_id: str) -> bool:
         return lock_id in self._pending
+
+    def names_in_use(self) -> list[str]:  # every name held or waited for
+        return list(dict.fromkeys([*self._holders, *self._queues]))
 
     def waiters(self, name: str) -> list[str]:
         """Lock ids waiting for ``name``, in the order they will be granted."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from typing import Any
 
 import pytest
 
+from conftest import PASSWORD, wait_for
 from pylocker import ServerLocker
 from pylocker.cli import main
 from pylocker.cli_lock import split_command
@@ -19,13 +22,52 @@ def test_demo_runs_workers_and_proves_exclusion(capsys: Any) -> None:
     assert out.count("locks granted") == 3
 
 
-def test_status_reports_the_serving_locker(serving: ServerLocker, server_file: str, capsys: Any) -> None:
-    assert main(["status", "--server-file", server_file]) == 0
-    assert f"127.0.0.1:{serving.port}" in capsys.readouterr().out
+def test_status_json_shows_a_held_lock_and_a_waiter(serving: ServerLocker, make_locker: Any, server_file: str,
+                                                   capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYLOCKER_PASSWORD", PASSWORD)
+    holder, waiter = make_locker(name="holder"), make_locker(name="waiter")
+    answered = threading.Event()
+    with holder.lock("report"):
+        thread = threading.Thread(target=lambda: (waiter.acquire_lock("report", timeout=30), answered.set()))
+        thread.start()
+        wait_for(lambda: serving.lock_info("report").waiters)
+        assert main(["status", "--server-file", server_file, "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert main(["status", "--server-file", server_file]) == 0
+        text = capsys.readouterr().out
+    assert answered.wait(10)
+    thread.join(10)
+    [row] = [row for row in status["locks"] if row["name"] == "report"]
+    assert [h["unique_name"] for h in row["holders"]] == [holder.uniqueName]
+    assert [w["unique_name"] for w in row["waiters"]] == [waiter.uniqueName]
+    assert status["server"]["unique_name"] == serving.uniqueName
+    assert "report: held by holder" in text
+    assert "waiting: waiter" in text
 
 
-def test_status_without_a_server(tmp_path: Any, capsys: Any) -> None:
-    assert main(["status", "--server-file", str(tmp_path / "none")]) == 1
+def test_status_without_a_server_says_what_the_file_says(tmp_path: Any, capsys: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYLOCKER_PASSWORD", PASSWORD)
+    code = main(["status", "--server-file", str(tmp_path / "none"), "--connect-timeout", "0.5"])
+    assert code == 69  # EX_UNAVAILABLE, as for every command that cannot reach the serving locker
+    assert "no serving locker recorded" in capsys.readouterr().err
+
+
+def test_top_once_draws_a_frame_with_the_busiest_names(serving: ServerLocker, make_locker: Any, server_file: str,
+                                                       capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYLOCKER_PASSWORD", PASSWORD)
+    client = make_locker(name="busy")
+    for _ in range(5):
+        with client.lock("hot"):
+            pass
+    with client.lock("held-now"):
+        assert main(["top", "--server-file", server_file, "--once", "--interval", "0.2"]) == 0
+    frame = capsys.readouterr().out
+    assert frame.startswith("pylocker top:")
+    rows = {line.split()[0]: line.split() for line in frame.splitlines() if line.split()}
+    assert rows["hot"][1:4] == ["0", "0", "5"]  # nobody holds or waits; 5 acquires
+    assert rows["held-now"][1] == "1"
+    assert any(line.startswith("busy") for line in frame.splitlines())
 
 
 def test_bad_arguments_exit_with_usage() -> None:

@@ -273,3 +273,35 @@ def test_a_watched_name_nobody_reclaimed_is_pushed_when_recovery_ends_by_its_gra
     send(core, A, p.ReclaimDone(0), 0.1)
     core.tick(2.5)
     assert to(core.take(), A) == [p.Holders(0, "\x00election\x00job", [], [], True)]
+
+
+def test_status_names_holders_waiters_clients_and_counts_what_happened() -> None:
+    core = make_core(first_token=7, lease=5.0, max_lock_time=60.0)
+    for peer in (A, B):
+        hello(core, peer)
+    held = to(send(core, A, p.Acquire(1, ["x"], None), 1.0), A)[0]
+    assert isinstance(held, p.Grant)
+    send(core, B, p.Acquire(2, ["x"], None), 2.0)  # waits
+    send(core, B, claim(3, ["\x00semaphore\x00api"], SLOT, 2), 2.0)
+    assert to(send(core, B, p.Acquire(4, ["y", "x"], 0), 2.5), B) == [p.Timeout(4)]
+    [reply] = to(send(core, A, p.Status(5), 3.0), A)
+    assert isinstance(reply, p.StatusReply)
+    status = msgpack.unpackb(reply.status)
+    server = status["server"]
+    assert (server["unique_name"], server["clients"], server["held"], server["waiting"]) == (SERVER, 2, 2, 1)
+    locks = {(row["kind"], row["name"]): row for row in status["locks"]}
+    x = locks[("lock", "x")]
+    assert [(h["unique_name"], h["mode"], h["held_for"], h["token"]) for h in x["holders"]] == [("a", "exclusive", 2.0, 7)]
+    assert [(w["unique_name"], w["waiting_for"]) for w in x["waiters"]] == [("b", 1.0)]
+    assert locks[("semaphore", "api")]["holders"][0]["mode"] == "slot"
+    assert {row["unique_name"]: (row["holds"], row["waits"]) for row in status["clients"]} == {"a": (1, 0),
+                                                                                              "b": (1, 1)}
+    send(core, A, p.Release(6, held.lock_id), 4.0)  # held 3 s; b then waited 2 s
+    stats = msgpack.unpackb(to(send(core, A, p.Status(7), 4.0), A)[0].status)["stats"]
+    assert (stats["grants"], stats["timeouts"], stats["releases"]) == (3, 1, 1)
+    assert stats["names"]["x"]["acquires"] == 2
+    assert stats["names"]["x"]["timeouts"] == 1
+    assert 2.0 <= stats["names"]["x"]["wait"]["p99"] < 4.0  # an upper bound: buckets are powers of two
+    assert 3.0 <= stats["names"]["x"]["hold"]["p50"] < 6.0
+    assert stats["names"]["semaphore:api"]["acquires"] == 1
+    assert status["truncated"] is False

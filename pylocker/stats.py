@@ -1,0 +1,140 @@
+"""What a serving locker counts: grants, time-outs, expiries, wait and hold times, per name.
+
+Pure bookkeeping, fed by the server core as its table answers. Histograms have fixed
+buckets (powers of two from 10 µs), so adding a sample is a few integer operations and
+a percentile is read from at most 30 counters. The names followed are bounded
+(``MAX_NAMES``): when full, the name followed longest makes room for a new one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+FIRST_BUCKET: Final = 1e-5  # seconds: the upper bound of the first bucket
+BUCKETS: Final = 28  # 10 µs ... about 22 minutes, then one overflow bucket
+MAX_NAMES: Final = 10_000
+
+
+def _bucket(seconds: float) -> int:
+    """Bucket i holds what is under FIRST_BUCKET * 2**i (an upper bound is what percentiles need)."""
+    return min(BUCKETS, int(seconds / FIRST_BUCKET).bit_length()) if seconds > 0 else 0
+
+
+class Histogram:
+    """Counts of durations in buckets ``FIRST_BUCKET * 2**i``."""
+
+    __slots__ = ("count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (BUCKETS + 1)
+        self.count = 0
+        self.total = 0.0
+
+    def add(self, seconds: float) -> None:
+        index = _bucket(seconds)
+        self.counts[index] += 1
+        self.count += 1
+        self.total += seconds
+
+    def percentile(self, q: float) -> float | None:
+        """An upper bound of the ``q`` quantile (0 < q <= 1), None without samples."""
+        if not self.count:
+            return None
+        rank = q * self.count
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return math.ldexp(FIRST_BUCKET, index)
+        return math.ldexp(FIRST_BUCKET, BUCKETS)
+
+    def summary(self) -> dict[str, Any]:
+        """count, sum, p50, p99 (upper bounds) and ``buckets``: the count in each bucket, FIRST_BUCKET * 2**i."""
+        return {"count": self.count, "sum": self.total, "p50": self.percentile(0.5), "p99": self.percentile(0.99),
+                "buckets": list(self.counts)}
+
+
+class NameStats:
+    __slots__ = ("acquires", "expiries", "hold", "timeouts", "wait")
+
+    def __init__(self) -> None:
+        self.acquires = 0
+        self.timeouts = 0
+        self.expiries = 0
+        self.wait = Histogram()
+        self.hold = Histogram()
+
+    def summary(self) -> dict[str, Any]:
+        return {"acquires": self.acquires, "timeouts": self.timeouts, "expiries": self.expiries,
+                "wait": self.wait.summary(), "hold": self.hold.summary()}
+
+
+class ServerStats:
+    """Totals and per-name figures since the serving locker started."""
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.grants = 0
+        self.timeouts = 0
+        self.expiries = 0
+        self.releases = 0
+        self.publications = 0  # items published through this serving locker
+        self.names: dict[str, NameStats] = {}
+        self.wait = Histogram()
+        self.hold = Histogram()
+
+    def _of(self, name: str) -> NameStats:
+        stats = self.names.get(name)
+        if stats is None:
+            if len(self.names) >= MAX_NAMES:  # bounded: the name followed longest makes room
+                del self.names[next(iter(self.names))]
+            stats = self.names[name] = NameStats()
+        return stats
+
+    def granted(self, names: tuple[str, ...], waited: float) -> None:
+        # On every grant: the histogram's add, inlined (the bucket is the same for each name).
+        self.grants += 1
+        index = _bucket(waited)
+        histogram = self.wait
+        histogram.counts[index] += 1
+        histogram.count += 1
+        histogram.total += waited
+        for name in names:
+            stats = self.names.get(name) or self._of(name)
+            stats.acquires += 1
+            histogram = stats.wait
+            histogram.counts[index] += 1
+            histogram.count += 1
+            histogram.total += waited
+
+    def timed_out(self, names: tuple[str, ...]) -> None:
+        self.timeouts += 1
+        for name in names:
+            self._of(name).timeouts += 1
+
+    def released(self, names: tuple[str, ...], held: float) -> None:
+        self.releases += 1
+        index = _bucket(held)
+        histogram = self.hold
+        histogram.counts[index] += 1
+        histogram.count += 1
+        histogram.total += held
+        for name in names:
+            histogram = (self.names.get(name) or self._of(name)).hold
+            histogram.counts[index] += 1
+            histogram.count += 1
+            histogram.total += held
+
+    def expired(self, names: tuple[str, ...]) -> None:
+        self.expiries += 1
+        for name in names:
+            self._of(name).expiries += 1
+
+    def summary(self, now: float, busiest: int = 20) -> dict[str, Any]:
+        """Totals, and the ``busiest`` names by acquires."""
+        top = sorted(self.names.items(), key=lambda item: item[1].acquires, reverse=True)[:busiest]
+        return {"uptime": now - self.started_at, "grants": self.grants, "timeouts": self.timeouts,
+                "expiries": self.expiries, "releases": self.releases, "publications": self.publications,
+                "wait": self.wait.summary(), "hold": self.hold.summary(),
+                "names": {name: stats.summary() for name, stats in top}}
