@@ -153,7 +153,10 @@ def test_a_client_connected_by_address_reconnects_when_it_answers_again(server_f
     # The first server gets an Event of its own: killing a process inside Event.wait can
     # leave that Event's shared lock held for good.
     ready, finished, never = SPAWN.Queue(), SPAWN.Event(), SPAWN.Event()
-    first = SPAWN.Process(target=_workers.serve, args=(server_file, ready, never, {"lease": LEASE}))
+    # A lease long enough for a new process to start serving on a loaded machine: within it the
+    # client must still believe in its lock, or there would be nothing to re-claim.
+    lease = 5.0
+    first = SPAWN.Process(target=_workers.serve, args=(server_file, ready, never, {"lease": lease}))
     first.start()
     _, port = ready.get(timeout=30)
     client = ServerLocker(PASSWORD, serverFile=False, autoconnect=False, reconnect=True, connectTimeout=5)
@@ -167,7 +170,7 @@ def test_a_client_connected_by_address_reconnects_when_it_answers_again(server_f
         wait_for(lambda: not client.isClient)
         # A new serving locker on the same port: the client finds it and re-claims its lock.
         second = SPAWN.Process(target=_workers.serve, args=(server_file, ready, finished,
-                                                             {"lease": LEASE, "port": port}))
+                                                             {"lease": lease, "port": port}))
         second.start()
         assert ready.get(timeout=30)[1] == port
         wait_for(lambda: client.isClient, timeout=30)
@@ -204,7 +207,10 @@ def test_a_waiter_is_requeued_across_a_failover_and_keeps_its_deadline(server_fi
     import threading
 
     ready, never = SPAWN.Queue(), SPAWN.Event()
-    first = SPAWN.Process(target=_workers.serve, args=(server_file, ready, never, {"lease": LEASE}))
+    # A lease long enough for a new process to start serving on a loaded machine: within it the
+    # client must still believe in its lock, or there would be nothing to re-claim.
+    lease = 5.0
+    first = SPAWN.Process(target=_workers.serve, args=(server_file, ready, never, {"lease": lease}))
     first.start()
     ready.get(timeout=30)
     holder = ServerLocker(PASSWORD, name="holder", serverFile=server_file, port=0, reconnect=True, lease=LEASE)
