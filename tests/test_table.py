@@ -5,7 +5,8 @@ from __future__ import annotations
 # The clock is a number passed to every call: nothing here sleeps, spawns a thread or
 # opens a socket. The first part has one focused test per rule of the module
 # docstring; the second part drives the table with a hypothesis state machine and
-# compares every effect with a small reference model of its own.
+# compares every effect with a small reference model of its own, claim modes included
+# (shared, slot and any-of requests; their focused tests are in test_table_claims.py).
 from collections import Counter
 from collections.abc import Hashable
 
@@ -20,6 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from pylocker.holds import EXCLUSIVE, PLAIN, SHARED, SLOT, Claim, LimitConflict
 from pylocker.table import (
     REASON_DISCONNECTED,
     REASON_LEASE,
@@ -30,6 +32,7 @@ from pylocker.table import (
     LockTable,
     TimedOut,
 )
+
 
 
 def _ids(effects: list, kind: type) -> list[str]:
@@ -596,10 +599,15 @@ OWNERS = ("o0", "o1", "o2")
 TIMEOUTS = (None, 0, 0.5, 1.0, 2.5)
 MAX_LOCK_TIME = 3.0
 LEASE = 4.0
+MODES = (EXCLUSIVE, SHARED, SHARED, SLOT, SLOT)
+# A slot request's limit is drawn from LIMITS; mostly ("same") it is replaced by the one its
+# names are in use with, if any; otherwise, when they are in use, it conflicts half the time.
+LIMITS = (1, 2)
+SAME = (True, True, True, False)
 
 
 class _MRequest:
-    __slots__ = ("arrival", "deadline", "lock_id", "names", "owner", "seq", "tag")
+    __slots__ = ("arrival", "claim", "deadline", "lock_id", "names", "owner", "seq", "tag")
 
     def __init__(
         self,
@@ -610,22 +618,32 @@ class _MRequest:
         tag: object,
         seq: int | None,
         arrival: int,
+        claim: Claim = PLAIN,
     ) -> None:
         self.lock_id, self.owner, self.names, self.deadline = lock_id, owner, names, deadline
-        self.tag, self.seq, self.arrival = tag, seq, arrival
+        self.tag, self.seq, self.arrival, self.claim = tag, seq, arrival, claim
 
 
 class _MHeld:
-    __slots__ = ("arrival", "expires_at", "granted_at", "lock_id", "names", "owner", "seq", "token")
+    __slots__ = ("arrival", "claim", "expires_at", "granted_at", "lock_id", "names", "owner", "seq", "token")
 
-    def __init__(self, request: _MRequest, now: float, expires_at: float | None, seq: int | None) -> None:
-        self.lock_id, self.owner, self.names = request.lock_id, request.owner, request.names
+    def __init__(
+        self, request: _MRequest, names: tuple[str, ...], now: float, expires_at: float | None, seq: int | None
+    ) -> None:
+        self.lock_id, self.owner, self.names, self.claim = request.lock_id, request.owner, names, request.claim
         self.arrival, self.granted_at, self.expires_at, self.seq = request.arrival, now, expires_at, seq
         self.token: int | None = None  # taken from the table's Granted effect
 
 
 class _Model:
     """The reference: a list of waiting requests in arrival order, and the held locks.
+
+    A name's holders are the held locks naming it, in grant order (``held`` keeps it).
+    A claim is admitted by a name with no holder; else only a shared claim by shared
+    holders, or a slot claim by fewer slot holders than their limit. A slot request's
+    limit must be the one every slot request waiting for or holding one of its names
+    has (``limit_conflict``). An any-of request is granted the first of its names, in the
+    order asked, where it is first in line and admitted, and holds that name alone.
 
     Effects are produced token-less (``_norm`` form); the machine checks tokens apart.
     ``seq`` counts scheduled wake-ups exactly as the table does, so that events due at
@@ -649,52 +667,92 @@ class _Model:
     def queue(self, name: str) -> list[_MRequest]:
         return [r for r in self.waiting if name in r.names]
 
-    def holder(self, name: str) -> _MHeld | None:
-        for held in self.held.values():
-            if name in held.names:
-                return held
-        return None
+    def holders(self, name: str) -> list[_MHeld]:
+        return [held for held in self.held.values() if name in held.names]
+
+    def admits(self, name: str, claim: Claim) -> bool:
+        holders = self.holders(name)
+        if not holders:
+            return True
+        if claim.mode == EXCLUSIVE or any(h.claim.mode != claim.mode for h in holders):
+            return False
+        return claim.mode == SHARED or len(holders) < holders[0].claim.limit
+
+    def slot_limits(self, name: str) -> set[int]:
+        """The limits of the slot requests waiting for or holding ``name`` (one at most)."""
+        using = [r.claim for r in self.waiting if name in r.names]
+        using += [h.claim for h in self.held.values() if name in h.names]
+        return {c.limit for c in using if c.mode == SLOT}
+
+    def limit_conflict(self, names: tuple[str, ...], claim: Claim) -> bool:
+        return claim.mode == SLOT and any(self.slot_limits(n) - {claim.limit} for n in names)
 
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
     # rules
-    def _grant(self, request: _MRequest, out: list) -> None:
+    def _grant(self, request: _MRequest, names: tuple[str, ...], out: list) -> None:
         expires_at = None if not self.max_lock_time else self.now + self.max_lock_time
         seq = None if expires_at is None else self._next_seq()
-        self.held[request.lock_id] = _MHeld(request, self.now, expires_at, seq)
-        out.append(("G", request.lock_id, request.owner, request.tag, request.names))
+        self.held[request.lock_id] = _MHeld(request, names, self.now, expires_at, seq)
+        out.append(("G", request.lock_id, request.owner, request.tag, names))
+
+    def _takes(self, request: _MRequest) -> tuple[str, ...] | None:
+        """What ``request`` is granted now, if anything: first in line and admitted."""
+        ready = [n for n in request.names if self.queue(n)[0] is request and self.admits(n, request.claim)]
+        if request.claim.any_of:
+            return tuple(ready[:1]) or None
+        return request.names if len(ready) == len(request.names) else None
 
     def _promote(self, names: list[str], out: list) -> None:
+        # The names are looked at in the table's order (last first): when several free up
+        # at once, which name an any-of request takes may depend on it.
         work = list(names)
         while work:
             name = work.pop()
             queue = self.queue(name)
-            if not queue or self.holder(name) is not None:
+            if not queue or any(h.claim.mode == EXCLUSIVE for h in self.holders(name)):
                 continue
             head = queue[0]
             if head.deadline is not None and head.deadline <= self.now:
                 out.append(("T", head.lock_id, head.owner, head.tag, head.names))
                 self.waiting.remove(head)
                 work.extend(head.names)
-            elif all(self.holder(n) is None and self.queue(n)[0] is head for n in head.names):
+                continue
+            taken = self._takes(head) if self.admits(name, head.claim) else None
+            if taken is not None:
                 self.waiting.remove(head)
-                self._grant(head, out)
+                self._grant(head, taken, out)
+                work.extend(head.names)
 
     def acquire(
-        self, lock_id: str, owner: Hashable, names: list[str], timeout: float | None, tag: object, arrival: int
-    ) -> list:
+        self,
+        lock_id: str,
+        owner: Hashable,
+        names: list[str],
+        timeout: float | None,
+        tag: object,
+        arrival: int,
+        claim: Claim = PLAIN,
+    ) -> list | None:
+        """The effects, or None for a slot limit conflict (the table must raise, and change nothing)."""
         unique = tuple(dict.fromkeys(names))
+        if self.limit_conflict(unique, claim):
+            return None
         out: list = []
-        if all(self.holder(n) is None and not self.queue(n) for n in unique):
-            self._grant(_MRequest(lock_id, owner, unique, None, tag, None, arrival), out)
+        free = [n for n in unique if not self.queue(n) and self.admits(n, claim)]
+        request = _MRequest(lock_id, owner, unique, None, tag, None, arrival, claim)
+        if claim.any_of and free:
+            self._grant(request, (free[0],), out)
+        elif not claim.any_of and len(free) == len(unique):
+            self._grant(request, unique, out)
         elif timeout is not None and timeout <= 0:
             out.append(("T", lock_id, owner, tag, unique))
         else:
-            deadline = None if timeout is None else self.now + timeout
-            seq = None if deadline is None else self._next_seq()
-            self.waiting.append(_MRequest(lock_id, owner, unique, deadline, tag, seq, arrival))
+            request.deadline = None if timeout is None else self.now + timeout
+            request.seq = None if request.deadline is None else self._next_seq()
+            self.waiting.append(request)
         return out
 
     def release(self, lock_id: str, owner: Hashable | None) -> tuple[bool, list]:
@@ -735,16 +793,18 @@ class _Model:
         self.lease_expiry.pop(owner, None)
         out: list = []
         freed: list[str] = []
-        for lock_id, held in list(self.held.items()):
-            if held.owner == owner:
-                del self.held[lock_id]
-                out.append(("E", lock_id, owner, held.names, reason))
-                freed.extend(held.names)
-        for request in list(self.waiting):
-            if request.owner == owner:
-                self.waiting.remove(request)
-                out.append(("D", request.lock_id, owner, request.tag, request.names, reason))
-                freed.extend(request.names)
+        # In the order the owner asked for them: the order its names are freed in, which
+        # may decide the name an any-of waiter takes (see _promote).
+        mine: list[_MHeld | _MRequest] = [h for h in self.held.values() if h.owner == owner]
+        mine += [r for r in self.waiting if r.owner == owner]
+        for item in sorted(mine, key=lambda i: i.arrival):
+            if isinstance(item, _MHeld):
+                del self.held[item.lock_id]
+                out.append(("E", item.lock_id, owner, item.names, reason))
+            else:
+                self.waiting.remove(item)
+                out.append(("D", item.lock_id, owner, item.tag, item.names, reason))
+            freed.extend(item.names)
         self._promote(freed, out)
         return out
 
@@ -883,17 +943,41 @@ class LockTableMachine(RuleBasedStateMachine):
         return sorted(ids)[index % len(ids)]
 
     # -------------------------------------------------------------- rules
-    def _acquire(self, owner: str, names: list[str], timeout: float | None) -> None:
+    def _acquire(self, owner: str, names: list[str], timeout: float | None, claim: Claim = PLAIN) -> None:
         self.counter += 1
         lock_id = f"L{self.counter}"
         self.arrival[lock_id] = self.counter
         tag = ("tag", self.counter)
         self._before()
-        expected = self.model.acquire(lock_id, owner, names, timeout, tag, self.counter)
-        actual = self.table.acquire(lock_id, owner, names, timeout, self.now, tag)
+        expected = self.model.acquire(lock_id, owner, names, timeout, tag, self.counter, claim)
+        if expected is None:
+            before = self._snapshot()
+            with pytest.raises(LimitConflict):
+                self.table.acquire(lock_id, owner, names, timeout, self.now, tag, claim)
+            assert self._snapshot() == before, "a refused slot request changed the table"
+            return
+        actual = self.table.acquire(lock_id, owner, names, timeout, self.now, tag, claim)
         self._apply(actual, expected)
 
-    # Three acquire rules, so that about a third of the steps ask for locks and queues form.
+    def _snapshot(self) -> tuple:
+        table = self.table
+        return (
+            [(h.lock_id, h.names, h.token) for h in table.held_locks()],
+            [table.waiters(name) for name in NAMES],
+            table.owners(),
+            table.last_token,
+            table.next_deadline(),
+        )
+
+    def _claim(self, names: list[str], mode: int, limit: int, same: bool, any_of: bool) -> Claim:
+        if mode != SLOT:
+            return Claim(mode, 0, any_of)
+        if same:
+            limit = next((min(used) for used in map(self.model.slot_limits, names) if used), limit)
+        return Claim(SLOT, limit, any_of)
+
+    # Six acquire rules (three plain, three with claims), so that about half of the steps ask
+    # for locks and queues form.
     @rule(
         owner=st.sampled_from(OWNERS),
         names=st.lists(st.sampled_from(NAMES), min_size=1, max_size=5),
@@ -914,12 +998,91 @@ class LockTableMachine(RuleBasedStateMachine):
     def acquire_one(self, owner: str, name: str, timeout: float | None) -> None:
         self._acquire(owner, [name], timeout)
 
+    # Two more with claims: shared, slot or exclusive; for all the names or any one of them.
+    @rule(
+        owner=st.sampled_from(OWNERS),
+        names=st.lists(st.sampled_from(NAMES), min_size=1, max_size=3),
+        mode=st.sampled_from(MODES),
+        limit=st.sampled_from(LIMITS),
+        same=st.sampled_from(SAME),
+        timeout=st.sampled_from(TIMEOUTS),
+    )
+    def acquire_claim(
+        self, owner: str, names: list[str], mode: int, limit: int, same: bool, timeout: float | None
+    ) -> None:
+        self._acquire(owner, names, timeout, self._claim(names, mode, limit, same, False))
+
+    @rule(
+        owner=st.sampled_from(OWNERS),
+        names=st.lists(st.sampled_from(NAMES), min_size=2, max_size=3, unique=True),
+        mode=st.sampled_from(MODES),
+        limit=st.sampled_from(LIMITS),
+        same=st.sampled_from(SAME),
+        timeout=st.sampled_from(TIMEOUTS),
+    )
+    def acquire_any_of(
+        self, owner: str, names: list[str], mode: int, limit: int, same: bool, timeout: float | None
+    ) -> None:
+        self._acquire(owner, names, timeout, self._claim(names, mode, limit, same, True))
+
+    @rule(
+        owner=st.sampled_from(OWNERS),
+        name=st.sampled_from(NAMES),
+        mode=st.sampled_from([SHARED, SLOT]),
+        limit=st.sampled_from(LIMITS),
+        timeout=st.sampled_from([None, None, 2.5, 1.0, 0]),
+    )
+    def acquire_one_shared(self, owner: str, name: str, mode: int, limit: int, timeout: float | None) -> None:
+        """Readers and slot takers of one name (crowds, and their queues, form)."""
+        self._acquire(owner, [name], timeout, self._claim([name], mode, limit, True, False))
+
+    @rule(
+        owners=st.lists(st.sampled_from(OWNERS), min_size=2, max_size=3),
+        name=st.sampled_from(NAMES),
+        mode=st.sampled_from([SHARED, SLOT]),
+        limit=st.sampled_from(LIMITS),
+        timeout=st.sampled_from([None, 2.5, 1.0]),
+    )
+    def acquire_crowd(self, owners: list[str], name: str, mode: int, limit: int, timeout: float | None) -> None:
+        """Readers (or slot takers) one after the other: queued together, granted together."""
+        for owner in owners:
+            self._acquire(owner, [name], timeout, self._claim([name], mode, limit, True, False))
+
     @precondition(lambda self: self.model.held or self.model.waiting)
-    @rule(index=st.integers(0, 100), owner=st.sampled_from(OWNERS), names=st.sampled_from([["a"], ["d", "c"]]))
-    def acquire_with_id_in_use(self, index: int, owner: str, names: list[str]) -> None:
+    @rule(
+        index=st.integers(0, 100),
+        owner=st.sampled_from(OWNERS),
+        names=st.sampled_from([["a"], ["d", "c"]]),
+        claim=st.sampled_from([PLAIN, Claim(SHARED), Claim(SLOT, 3), Claim(SLOT, 1, True)]),
+    )
+    def acquire_with_id_in_use(self, index: int, owner: str, names: list[str], claim: Claim) -> None:
         lock_id = self._pick(list(self.model.held) + [r.lock_id for r in self.model.waiting], index)
+        before = self._snapshot()
+        # Refused for its id before its slot limit is looked at (or counted).
         with pytest.raises(ValueError, match="already in use"):
-            self.table.acquire(lock_id, owner, names, None, self.now)
+            self.table.acquire(lock_id, owner, names, None, self.now, claim=claim)
+        assert self._snapshot() == before
+
+    @rule(name=st.sampled_from(NAMES), limit=st.integers(1, 4))
+    def probe_slot_limit(self, name: str, limit: int) -> None:
+        """Only a limit other than the one a name is in use with conflicts; any is fine on a name no slot uses."""
+        used = self.model.slot_limits(name)
+        before = self._snapshot()
+        if used:
+            with pytest.raises(LimitConflict):
+                self.table.acquire("probe", "prober", [name], 0, self.now, claim=Claim(SLOT, max(used) + limit))
+            assert self._snapshot() == before
+            return
+        # Timeout 0: refused without a trace, or granted (then released: nothing waits for it).
+        effects = self.table.acquire("probe", "prober", [name], 0, self.now, claim=Claim(SLOT, limit))
+        if self.model.queue(name) or self.model.holders(name):
+            assert effects == [TimedOut("probe", "prober", None, (name,))]
+        else:
+            self.model.last_token += 1
+            assert effects == [Granted("probe", "prober", None, (name,), self.model.last_token)]
+            assert self.table.release("probe", self.now) == (True, [])
+            before = (*before[:3], self.model.last_token, *before[4:])
+        assert self._snapshot() == before
 
     @rule(index=st.integers(0, 100), how=st.sampled_from(["owner", "any", "wrong", "unknown", "waiting"]))
     def release(self, index: int, how: str) -> None:
@@ -1005,20 +1168,62 @@ class LockTableMachine(RuleBasedStateMachine):
 
     # --------------------------------------------------------- invariants
     @invariant()
+    def holders_are_compatible(self) -> None:
+        table, model = self.table, self.model
+        for name in NAMES:
+            holders = table.holders(name)
+            assert table.holder(name) is (holders[0] if holders else None)
+            assert all(table.get(h.lock_id) is h and name in h.names for h in holders)
+            modes = {h.claim.mode for h in holders}
+            assert len(modes) <= 1, f"{name} is held in modes {modes}"
+            if EXCLUSIVE in modes:
+                assert len(holders) == 1, f"{name} has an exclusive holder beside others"
+            if SLOT in modes:
+                limits = {h.claim.limit for h in holders}
+                assert len(limits) == 1, f"{name} is held with slot limits {limits}"
+                assert len(holders) <= limits.pop(), f"{name} has more slot holders than its limit"
+            assert len(model.slot_limits(name)) <= 1
+            assert [h.lock_id for h in holders] == [h.lock_id for h in model.holders(name)]
+        for held in table.held_locks():
+            assert all(held in table.holders(n) for n in held.names)
+            assert len(held.names) == 1 or not held.claim.any_of
+
+    @invariant()
+    def nothing_grantable_is_left_waiting(self) -> None:
+        """No lost wake-up: a request first in line where it is admitted would have been granted."""
+        table = self.table
+        for name in NAMES:
+            for request in table.waiting(name):
+                ready = [
+                    n
+                    for n in request.names
+                    if table.waiters(n)[0] == request.lock_id and self._admits(table.holders(n), request.claim)
+                ]
+                assert not (ready if request.claim.any_of else len(ready) == len(request.names)), (
+                    f"{request.lock_id} waits, but may take {ready}"
+                )
+
+    @staticmethod
+    def _admits(holders: list, claim: Claim) -> bool:
+        if not holders:
+            return True
+        if claim.mode == EXCLUSIVE or any(h.claim.mode != claim.mode for h in holders):
+            return False
+        return claim.mode == SHARED or len(holders) < holders[0].claim.limit
+
+    @invariant()
     def table_matches_model(self) -> None:
         table, model = self.table, self.model
-        seen: dict[str, object] = {}
-        for held in table.held_locks():
-            assert table.get(held.lock_id) is held
-            for name in held.names:
-                assert name not in seen, f"{name} has two holders"
-                seen[name] = held
-                assert table.holder(name) is held
         for name in NAMES:
-            assert (table.holder(name) is None) == (name not in seen)
             assert table.waiters(name) == [r.lock_id for r in model.queue(name)]
-        assert {h.lock_id: (h.owner, h.names, h.token, h.granted_at, h.expires_at) for h in table.held_locks()} == {
-            lock_id: (h.owner, h.names, h.token, h.granted_at, h.expires_at) for lock_id, h in model.held.items()
+            assert [(r.lock_id, r.names, r.claim) for r in table.waiting(name)] == [
+                (r.lock_id, r.names, r.claim) for r in model.queue(name)
+            ]
+        assert {
+            h.lock_id: (h.owner, h.names, h.token, h.granted_at, h.expires_at, h.claim) for h in table.held_locks()
+        } == {
+            lock_id: (h.owner, h.names, h.token, h.granted_at, h.expires_at, h.claim)
+            for lock_id, h in model.held.items()
         }
         assert all(table.is_waiting(r.lock_id) for r in model.waiting)
         assert not any(table.is_waiting(lock_id) for lock_id in model.held)
@@ -1036,5 +1241,5 @@ class LockTableMachine(RuleBasedStateMachine):
 
 TestLockTableMachine = LockTableMachine.TestCase
 TestLockTableMachine.settings = settings(
-    max_examples=200, stateful_step_count=40, deadline=None, derandomize=True, database=None
+    max_examples=200, stateful_step_count=50, deadline=None, derandomize=True, database=None
 )
