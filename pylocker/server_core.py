@@ -371,6 +371,7 @@ class ServerCore(ClaimsMixin, RecoveryMixin):
         info = self._clients.pop(peer, None)
         self.flow.remove_receiver(peer)
         self.watches.forget(peer)
+        self.stats.forget(peer)
         if info is None:
             return False
         if self._names.get(info.unique_name) == peer:
@@ -424,12 +425,15 @@ class ServerCore(ClaimsMixin, RecoveryMixin):
             if kind is Granted:
                 asked = asked_at.pop(effect.lock_id, None) if asked_at else None
                 stats.granted(effect.names, 0.0 if asked is None else self._now - asked)
+                stats.counted(owner, 0)
             elif kind is Expired:
                 stats.expired(effect.names)
+                stats.counted(owner, 2)
             else:
                 asked_at.pop(effect.lock_id, None)
                 if kind is TimedOut:
                     stats.timed_out(effect.names)
+                    stats.counted(owner, 1)
             if watches and isinstance(effect, (Granted, Expired)):
                 watches.changed(effect.names)
             if any_of and not isinstance(effect, Expired) and effect.lock_id in any_of:

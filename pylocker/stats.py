@@ -9,6 +9,7 @@ a percentile is read from at most 30 counters. The names followed are bounded
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from typing import Any, Final
 
 FIRST_BUCKET: Final = 1e-5  # seconds: the upper bound of the first bucket
@@ -81,6 +82,7 @@ class ServerStats:
         self.releases = 0
         self.publications = 0  # items published through this serving locker
         self.names: dict[str, NameStats] = {}
+        self.owners: dict[Hashable, list[int]] = {}  # a connected owner -> [acquires, timeouts, expiries]
         self.wait = Histogram()
         self.hold = Histogram()
 
@@ -107,6 +109,16 @@ class ServerStats:
             histogram.counts[index] += 1
             histogram.count += 1
             histogram.total += waited
+
+    def counted(self, owner: Hashable, which: int) -> None:
+        """One more acquire (0), time-out (1) or expiry (2) for ``owner`` (dropped with ``forget``)."""
+        counts = self.owners.get(owner)
+        if counts is None:
+            counts = self.owners[owner] = [0, 0, 0]
+        counts[which] += 1
+
+    def forget(self, owner: Hashable) -> None:
+        self.owners.pop(owner, None)
 
     def timed_out(self, names: tuple[str, ...]) -> None:
         self.timeouts += 1

@@ -53,9 +53,11 @@ def build_status(core: ServerCore, now: float, busiest: int = 20) -> dict[str, A
         kind, shown = kind_of(name)
         names.append({"name": shown, "kind": kind, "holders": holders, "waiters": waiters})
     names.sort(key=lambda row: (len(row["waiters"]), len(row["holders"])), reverse=True)
+    counts = core.stats.owners
     rows: list[dict[str, Any]] = [{"unique_name": info.unique_name, "name": info.name, "pid": info.pid,
-             "holds": holds.get(info.unique_name, 0), "waits": waits.get(info.unique_name, 0)}
-            for info in clients.values()]
+             "holds": holds.get(info.unique_name, 0), "waits": waits.get(info.unique_name, 0),
+             **dict(zip(("acquires", "timeouts", "expiries"), counts.get(peer, (0, 0, 0))))}
+            for peer, info in clients.items()]
     rows.sort(key=lambda row: (row["holds"] + row["waits"], row["unique_name"]), reverse=True)
     stats = core.stats
     return {

@@ -69,7 +69,8 @@ def render_status(status: dict[str, Any], limit: int = 20) -> str:
         lines.append("clients:")
     for row in status["clients"][:limit]:
         lines.append(f"  {row['name']} ({row['unique_name'][:8]}, pid {row['pid']}): holds {row['holds']}, "
-                     f"waits {row['waits']}")
+                     f"waits {row['waits']}; since it came: {row.get('acquires', 0)} granted, "
+                     f"{row.get('timeouts', 0)} timed out, {row.get('expiries', 0)} expired")
     if status.get("truncated"):
         lines.append("(lists truncated)")
     return "\n".join(lines)

@@ -296,6 +296,8 @@ def test_status_names_holders_waiters_clients_and_counts_what_happened() -> None
     assert locks[("semaphore", "api")]["holders"][0]["mode"] == "slot"
     assert {row["unique_name"]: (row["holds"], row["waits"]) for row in status["clients"]} == {"a": (1, 0),
                                                                                               "b": (1, 1)}
+    assert {row["unique_name"]: (row["acquires"], row["timeouts"], row["expiries"])
+            for row in status["clients"]} == {"a": (1, 0, 0), "b": (1, 1, 0)}
     send(core, A, p.Release(6, held.lock_id), 4.0)  # held 3 s; b then waited 2 s
     stats = msgpack.unpackb(to(send(core, A, p.Status(7), 4.0), A)[0].status)["stats"]
     assert (stats["grants"], stats["timeouts"], stats["releases"]) == (3, 1, 1)
