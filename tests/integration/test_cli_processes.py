@@ -276,3 +276,21 @@ def test_serve_hands_over_on_sigint(tmp_path: Any, started: list[subprocess.Pope
     assert fingerprint is not None
     assert fingerprint.stopped
     assert fingerprint.clients == (client.uniqueName,)
+
+
+def test_status_json_and_top_once_show_a_held_lock_and_a_waiter(serving: ServerLocker, server_file: str,
+                                                               make_locker: Any) -> None:
+    holder, waiter = make_locker(name="holder"), make_locker(name="waiter")
+    with holder.lock("report.csv"):
+        threading.Thread(target=waiter.acquire_lock, args=("report.csv",), kwargs={"timeout": 30},
+                         daemon=True).start()
+        wait_for(lambda: serving.lock_info("report.csv").waiters)
+        status = _run(_pylocker("status", "--json", "--server-file", server_file))
+        top = _run(_pylocker("top", "--once", "--interval", "0.2", "--server-file", server_file))
+    assert status.returncode == 0, status.stderr
+    [row] = [row for row in json.loads(status.stdout)["locks"] if row["name"] == "report.csv"]
+    assert [h["unique_name"] for h in row["holders"]] == [holder.uniqueName]
+    assert [w["unique_name"] for w in row["waiters"]] == [waiter.uniqueName]
+    assert top.returncode == 0, top.stderr
+    [line] = [line for line in top.stdout.splitlines() if line.startswith("report.csv")]
+    assert line.split()[1:3] == ["1", "1"]  # one holder, one waiter
