@@ -214,6 +214,7 @@ class ServerCore(ClaimsMixin, RecoveryMixin):
             return
         if held is not None:
             self.stats.released(held.names, now - held.granted_at)
+            self.stats.owner(peer).hold.add(now - held.granted_at)
             if self.watches:
                 self.watches.changed(held.names)
         released, effects = self.table.release(release.lock_id, now, peer)
@@ -424,16 +425,19 @@ class ServerCore(ClaimsMixin, RecoveryMixin):
             kind = type(effect)
             if kind is Granted:
                 asked = asked_at.pop(effect.lock_id, None) if asked_at else None
-                stats.granted(effect.names, 0.0 if asked is None else self._now - asked)
-                stats.counted(owner, 0)
+                waited = 0.0 if asked is None else self._now - asked
+                stats.granted(effect.names, waited)
+                mine = stats.owner(owner)
+                mine.acquires += 1
+                mine.wait.add(waited)
             elif kind is Expired:
                 stats.expired(effect.names)
-                stats.counted(owner, 2)
+                stats.owner(owner).expiries += 1
             else:
                 asked_at.pop(effect.lock_id, None)
                 if kind is TimedOut:
                     stats.timed_out(effect.names)
-                    stats.counted(owner, 1)
+                    stats.owner(owner).timeouts += 1
             if watches and isinstance(effect, (Granted, Expired)):
                 watches.changed(effect.names)
             if any_of and not isinstance(effect, Expired) and effect.lock_id in any_of:

@@ -82,7 +82,7 @@ class ServerStats:
         self.releases = 0
         self.publications = 0  # items published through this serving locker
         self.names: dict[str, NameStats] = {}
-        self.owners: dict[Hashable, list[int]] = {}  # a connected owner -> [acquires, timeouts, expiries]
+        self.owners: dict[Hashable, NameStats] = {}  # a connected owner's figures (forgotten with it)
         self.wait = Histogram()
         self.hold = Histogram()
 
@@ -110,12 +110,12 @@ class ServerStats:
             histogram.count += 1
             histogram.total += waited
 
-    def counted(self, owner: Hashable, which: int) -> None:
-        """One more acquire (0), time-out (1) or expiry (2) for ``owner`` (dropped with ``forget``)."""
-        counts = self.owners.get(owner)
-        if counts is None:
-            counts = self.owners[owner] = [0, 0, 0]
-        counts[which] += 1
+    def owner(self, owner: Hashable) -> NameStats:
+        """``owner``'s figures, kept until ``forget``: acquires, time-outs, expiries, wait and hold times."""
+        stats = self.owners.get(owner)
+        if stats is None:
+            stats = self.owners[owner] = NameStats()
+        return stats
 
     def forget(self, owner: Hashable) -> None:
         self.owners.pop(owner, None)

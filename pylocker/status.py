@@ -12,11 +12,13 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Final
 
 from .holds import MODE_NAMES, kind_of
+from .stats import NameStats
 
 if TYPE_CHECKING:
     from .server_core import ServerCore
 
 MAX_ROWS: Final = 1000  # clients, or names, described at most
+_NO_FIGURES: Final = NameStats().summary()  # a client nothing has happened to yet
 
 
 def _shown_names(summary: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def build_status(core: ServerCore, now: float, busiest: int = 20) -> dict[str, A
     counts = core.stats.owners
     rows: list[dict[str, Any]] = [{"unique_name": info.unique_name, "name": info.name, "pid": info.pid,
              "holds": holds.get(info.unique_name, 0), "waits": waits.get(info.unique_name, 0),
-             **dict(zip(("acquires", "timeouts", "expiries"), counts.get(peer, (0, 0, 0))))}
+             **(counts[peer].summary() if peer in counts else _NO_FIGURES)}
             for peer, info in clients.items()]
     rows.sort(key=lambda row: (row["holds"] + row["waits"], row["unique_name"]), reverse=True)
     stats = core.stats

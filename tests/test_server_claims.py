@@ -299,7 +299,12 @@ def test_status_names_holders_waiters_clients_and_counts_what_happened() -> None
     assert {row["unique_name"]: (row["acquires"], row["timeouts"], row["expiries"])
             for row in status["clients"]} == {"a": (1, 0, 0), "b": (1, 1, 0)}
     send(core, A, p.Release(6, held.lock_id), 4.0)  # held 3 s; b then waited 2 s
-    stats = msgpack.unpackb(to(send(core, A, p.Status(7), 4.0), A)[0].status)["stats"]
+    after = msgpack.unpackb(to(send(core, A, p.Status(7), 4.0), A)[0].status)
+    stats = after["stats"]
+    clients = {row["unique_name"]: row for row in after["clients"]}
+    assert clients["b"]["acquires"] == 2
+    assert 2.0 <= clients["b"]["wait"]["p99"] < 4.0  # b waited 2 s for x
+    assert 3.0 <= clients["a"]["hold"]["p50"] < 6.0  # a held x 3 s
     assert (stats["grants"], stats["timeouts"], stats["releases"]) == (3, 1, 1)
     assert stats["names"]["x"]["acquires"] == 2
     assert stats["names"]["x"]["timeouts"] == 1
