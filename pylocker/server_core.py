@@ -213,8 +213,10 @@ class ServerCore(ClaimsMixin, RecoveryMixin):
             self._refuse(peer, release.request_id, NOT_HOLDER, "lock is held by another locker")
             return
         if held is not None:
-            self.stats.released(held.names, now - held.granted_at)
-            self.stats.owner(peer).hold.add(now - held.granted_at)
+            kept = now - held.granted_at
+            mine = self.stats.owner(peer).hold
+            mine.counts[self.stats.released(held.names, kept)] += 1
+            mine.total += kept
             if self.watches:
                 self.watches.changed(held.names)
         released, effects = self.table.release(release.lock_id, now, peer)
@@ -426,10 +428,9 @@ class ServerCore(ClaimsMixin, RecoveryMixin):
             if kind is Granted:
                 asked = asked_at.pop(effect.lock_id, None) if asked_at else None
                 waited = 0.0 if asked is None else self._now - asked
-                stats.granted(effect.names, waited)
-                mine = stats.owner(owner)
-                mine.acquires += 1
-                mine.wait.add(waited)
+                mine = stats.owner(owner).wait
+                mine.counts[stats.granted(effect.names, waited)] += 1
+                mine.total += waited
             elif kind is Expired:
                 stats.expired(effect.names)
                 stats.owner(owner).expiries += 1

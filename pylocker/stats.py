@@ -17,32 +17,39 @@ BUCKETS: Final = 28  # 10 µs ... about 22 minutes, then one overflow bucket
 MAX_NAMES: Final = 10_000
 
 
+_PER_SECOND: Final = 1 / FIRST_BUCKET
+
+
 def _bucket(seconds: float) -> int:
     """Bucket i holds what is under FIRST_BUCKET * 2**i (an upper bound is what percentiles need)."""
-    return min(BUCKETS, int(seconds / FIRST_BUCKET).bit_length()) if seconds > 0 else 0
+    return min(BUCKETS, int(seconds * _PER_SECOND).bit_length()) if seconds > 0 else 0
 
 
 class Histogram:
     """Counts of durations in buckets ``FIRST_BUCKET * 2**i``."""
 
-    __slots__ = ("count", "counts", "total")
+    # Only the buckets and the sum are kept up to date: a grant or a release must cost the
+    # serving locker as little as possible; the count is added up when somebody asks.
+    __slots__ = ("counts", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (BUCKETS + 1)
-        self.count = 0
         self.total = 0.0
 
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
     def add(self, seconds: float) -> None:
-        index = _bucket(seconds)
-        self.counts[index] += 1
-        self.count += 1
+        self.counts[_bucket(seconds)] += 1
         self.total += seconds
 
     def percentile(self, q: float) -> float | None:
         """An upper bound of the ``q`` quantile (0 < q <= 1), None without samples."""
-        if not self.count:
+        total = self.count
+        if not total:
             return None
-        rank = q * self.count
+        rank = q * total
         seen = 0
         for index, count in enumerate(self.counts):
             seen += count
@@ -57,14 +64,17 @@ class Histogram:
 
 
 class NameStats:
-    __slots__ = ("acquires", "expiries", "hold", "timeouts", "wait")
+    __slots__ = ("expiries", "hold", "timeouts", "wait")
 
     def __init__(self) -> None:
-        self.acquires = 0
         self.timeouts = 0
         self.expiries = 0
         self.wait = Histogram()
         self.hold = Histogram()
+
+    @property
+    def acquires(self) -> int:
+        return self.wait.count
 
     def summary(self) -> dict[str, Any]:
         return {"acquires": self.acquires, "timeouts": self.timeouts, "expiries": self.expiries,
@@ -76,15 +86,21 @@ class ServerStats:
 
     def __init__(self, started_at: float) -> None:
         self.started_at = started_at
-        self.grants = 0
         self.timeouts = 0
         self.expiries = 0
-        self.releases = 0
         self.publications = 0  # items published through this serving locker
         self.names: dict[str, NameStats] = {}
         self.owners: dict[Hashable, NameStats] = {}  # a connected owner's figures (forgotten with it)
         self.wait = Histogram()
         self.hold = Histogram()
+
+    @property
+    def grants(self) -> int:
+        return self.wait.count
+
+    @property
+    def releases(self) -> int:
+        return self.hold.count
 
     def _of(self, name: str) -> NameStats:
         stats = self.names.get(name)
@@ -94,21 +110,19 @@ class ServerStats:
             stats = self.names[name] = NameStats()
         return stats
 
-    def granted(self, names: tuple[str, ...], waited: float) -> None:
-        # On every grant: the histogram's add, inlined (the bucket is the same for each name).
-        self.grants += 1
-        index = _bucket(waited)
+    def granted(self, names: tuple[str, ...], waited: float) -> int:
+        """Count a grant (its wait, in total and per name); returns the wait's bucket."""
+        # On every grant: the histograms' add, inlined (the bucket is the same for each name).
+        index = 0 if waited <= 0.0 else min(BUCKETS, int(waited * _PER_SECOND).bit_length())
         histogram = self.wait
         histogram.counts[index] += 1
-        histogram.count += 1
         histogram.total += waited
+        names_stats = self.names
         for name in names:
-            stats = self.names.get(name) or self._of(name)
-            stats.acquires += 1
-            histogram = stats.wait
+            histogram = (names_stats.get(name) or self._of(name)).wait
             histogram.counts[index] += 1
-            histogram.count += 1
             histogram.total += waited
+        return index
 
     def owner(self, owner: Hashable) -> NameStats:
         """``owner``'s figures, kept until ``forget``: acquires, time-outs, expiries, wait and hold times."""
@@ -125,18 +139,18 @@ class ServerStats:
         for name in names:
             self._of(name).timeouts += 1
 
-    def released(self, names: tuple[str, ...], held: float) -> None:
-        self.releases += 1
-        index = _bucket(held)
+    def released(self, names: tuple[str, ...], held: float) -> int:
+        """Count a release (how long it was held, in total and per name); returns that time's bucket."""
+        index = 0 if held <= 0.0 else min(BUCKETS, int(held * _PER_SECOND).bit_length())
         histogram = self.hold
         histogram.counts[index] += 1
-        histogram.count += 1
         histogram.total += held
+        names_stats = self.names
         for name in names:
-            histogram = (self.names.get(name) or self._of(name)).hold
+            histogram = (names_stats.get(name) or self._of(name)).hold
             histogram.counts[index] += 1
-            histogram.count += 1
             histogram.total += held
+        return index
 
     def expired(self, names: tuple[str, ...]) -> None:
         self.expiries += 1
