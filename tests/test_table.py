@@ -34,7 +34,6 @@ from pylocker.table import (
 )
 
 
-
 def _ids(effects: list, kind: type) -> list[str]:
     return [e.lock_id for e in effects if isinstance(e, kind)]
 
@@ -955,6 +954,8 @@ class LockTableMachine(RuleBasedStateMachine):
             with pytest.raises(LimitConflict):
                 self.table.acquire(lock_id, owner, names, timeout, self.now, tag, claim)
             assert self._snapshot() == before, "a refused slot request changed the table"
+            for name in dict.fromkeys(names):  # nor counted its limit on any of them
+                self._probe_limit(name, claim.limit % 4 + 1)
             return
         actual = self.table.acquire(lock_id, owner, names, timeout, self.now, tag, claim)
         self._apply(actual, expected)
@@ -1065,6 +1066,9 @@ class LockTableMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(NAMES), limit=st.integers(1, 4))
     def probe_slot_limit(self, name: str, limit: int) -> None:
+        self._probe_limit(name, limit)
+
+    def _probe_limit(self, name: str, limit: int) -> None:
         """Only a limit other than the one a name is in use with conflicts; any is fine on a name no slot uses."""
         used = self.model.slot_limits(name)
         before = self._snapshot()

@@ -24,7 +24,6 @@ from pylocker.table import (
     TimedOut,
 )
 
-
 READ = Claim(SHARED)
 WRITE = Claim(EXCLUSIVE)
 
