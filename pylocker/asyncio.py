@@ -62,20 +62,21 @@ async def _on_a_thread(function: Callable[..., T], *args: Any) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: T | None, error: BaseException | None) -> None:
+    def settle(result: T) -> None:
         if not future.done():
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)  # type: ignore[arg-type]
+            future.set_result(result)
+
+    def fail(error: BaseException) -> None:
+        if not future.done():
+            future.set_exception(error)
 
     def run() -> None:
         try:
             result = function(*args)
         except BaseException as exc:  # noqa: BLE001  handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, exc)
+            loop.call_soon_threadsafe(fail, exc)
         else:
-            loop.call_soon_threadsafe(settle, result, None)
+            loop.call_soon_threadsafe(settle, result)
 
     threading.Thread(target=run, name=f"pylocker-async-{getattr(function, '__name__', 'call')}",
                      daemon=True).start()

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 try:
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    HAVE_PROMETHEUS = True
 except ImportError:  # the extra is not installed: start_metrics says so
-    start_http_server = None  # type: ignore[assignment]
+    HAVE_PROMETHEUS = False
 
 _BOUNDS = [str(math.ldexp(FIRST_BUCKET, i)) for i in range(BUCKETS)] + ["+Inf"]
 
@@ -78,7 +80,7 @@ class MetricsServer:
     """A running metrics endpoint; ``close()`` stops it."""
 
     def __init__(self, status: Callable[[], dict[str, Any]], port: int, host: str = "127.0.0.1") -> None:
-        if start_http_server is None:
+        if not HAVE_PROMETHEUS:
             raise RuntimeError("metrics need prometheus_client: pip install 'pylocker[metrics]'")
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_StatusCollector(status))
