@@ -427,8 +427,7 @@ class Server:
                 self.on_holders(event.name, event.holders, event.waiters)
 
     def _wake(self) -> None:
-        transport = self._transport
-        if transport is not None:
+        if (transport := self._transport) is not None:
             transport.wake()
 
     def _run(self) -> None:
@@ -438,8 +437,7 @@ class Server:
             self._start_error = exc
             self._started.set()
             return
-        self._transport = transport
-        self.address = transport.address
+        self._transport, self.address = transport, transport.address
         self._started.set()
         clock, core = self._clock, self._core
         next_tick = clock() + TICK
@@ -447,6 +445,12 @@ class Server:
         try:
             while self._running:
                 now = clock()
+                if now >= next_tick:  # first: woken from a long pause, the term check may end serving
+                    next_tick = now + TICK
+                    if self._on_tick is not None:
+                        self._on_tick()
+                    if not self._running:  # the term check ended serving: nothing in the batch is answered
+                        break
                 # One visit per wake-up: what came (it renews leases first), what is due, the
                 # next deadline; then every reply of the batch leaves in one flush.
                 with self._mutex:
@@ -463,10 +467,6 @@ class Server:
                     self._after(events)
                 self._flush(transport)
                 batch = list(transport.receive()) if transport.poll(max(0.0, wake_at - now)) else []
-                if now >= next_tick:
-                    next_tick = now + TICK
-                    if self._on_tick is not None:
-                        self._on_tick()
         except Exception as exc:
             log.exception("the serving loop failed")
             failed: Exception | None = exc

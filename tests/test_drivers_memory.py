@@ -471,3 +471,30 @@ def test_a_lapse_is_reported_outside_the_client_lock(address: Address, security:
     finally:
         client.close(say_bye=False)
         served.close()
+
+
+# ------------------------------------------------------------------ lost terms
+def test_a_server_woken_past_its_tick_checks_its_term_before_granting(
+        make_server: Callable[..., Server], make_client: Callable[..., Client]) -> None:
+    # A serving process frozen (SIGSTOP, a long pause) past its election term wakes up with
+    # requests waiting. Its housekeeping tick is where it learns the term is gone: that must
+    # come before the waiting requests are answered, or it grants a name its successor may grant.
+    clock = FakeClock()
+    term_gone = threading.Event()
+    ticks_after_wake: list[bool] = []
+    server: Server | None = None
+
+    def on_tick() -> None:
+        if term_gone.is_set():
+            ticks_after_wake.append(True)
+            assert server is not None
+            server.close()  # what the locker node does when its term is no longer valid
+
+    server = make_server(clock=clock, on_tick=on_tick)
+    client = make_client("a")
+    term_gone.set()
+    clock.now += 30.0  # the process "wakes": its next tick is long overdue
+    with pytest.raises((LockTimeout, NotConnected)):
+        client.acquire(["x"], 1.0)
+    assert ticks_after_wake, "the overdue tick never ran"
+    assert server.snapshot() == []
