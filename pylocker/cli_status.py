@@ -14,7 +14,7 @@ import threading
 import time
 
 from .cli_common import CliError, connect, report, seconds, server_options
-from .election import serverfile
+from .election import read_fingerprint, serverfile
 from .errors import PylockerError, ServerFileError
 from .views import CLEAR, human_duration, render_status, render_top
 
@@ -37,8 +37,8 @@ def _recorded(args: argparse.Namespace) -> str | None:
         return None
     path = args.server_file or serverfile.default_path()
     try:
-        fp = serverfile.read(path)
-    except ServerFileError as exc:
+        fp = read_fingerprint(path)
+    except (ServerFileError, OSError) as exc:
         return f"server file {path}: {exc}"
     if fp is None:
         return f"no serving locker recorded in {path}"

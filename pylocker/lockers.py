@@ -16,8 +16,7 @@ from typing import Any, Callable
 
 from .coordination import CoordinationMixin
 from .dispatch import Dispatcher
-from .election import backend_for, serverfile
-from .election.base import ElectionBackend
+from .election import ElectionBackend, backend_for, is_zookeeper_url, read_fingerprint, serverfile
 from .errors import LockTimeout, NotConnected, NotStarted, PylockerError, ServerFileError
 from .holds import PLAIN, SHARED_CLAIM
 from .inbox import Inbox
@@ -337,12 +336,13 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
             raise ValueError("serverFile must not be an empty path")
         if self._node is not None and self._node.link is not None:
             raise RuntimeError("stop the locker before changing its server file")
-        self._serverFile = os.path.abspath(serverFile) if isinstance(serverFile, str) else False
+        if isinstance(serverFile, str) and not is_zookeeper_url(serverFile):
+            serverFile = os.path.abspath(serverFile)  # a URL names no folder of ours
+        self._serverFile = serverFile
         if self._node is not None:
             self._node.config.election = self._election_backend()
 
-    def _election_backend(self) -> ElectionBackend | None:
-        # Read in a method of its own: in __init__ mypy would keep _serverFile narrowed to False.
+    def _election_backend(self) -> ElectionBackend | None:  # own method: mypy narrows _serverFile in __init__
         return backend_for(self._serverFile) if isinstance(self._serverFile, str) else None
 
     # ---------------------------------------------------------- fingerprint
@@ -353,7 +353,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         if not isinstance(path, str):
             raise ValueError("no server file is given and this locker has none")
         try:
-            fp = serverfile.read(path)
+            fp = read_fingerprint(path)
         except (ServerFileError, OSError):
             if raiseError:
                 raise

@@ -232,6 +232,8 @@ class LockerNode(ServingMixin):
             link.close()
         if term is not None:
             term.resign()
+        if self.config.election is not None:
+            self.config.election.close()  # a ZooKeeper session ends here; it reopens on start()
         self.owned.clear()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:

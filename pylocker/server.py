@@ -449,7 +449,7 @@ class Server:
                     next_tick = now + TICK
                     if self._on_tick is not None:
                         self._on_tick()
-                    if not self._running:  # the term check ended serving: nothing in the batch is answered
+                    if not self.running:  # the term check ended serving: nothing in the batch is answered
                         break
                 # One visit per wake-up: what came (it renews leases first), what is due, the
                 # next deadline; then every reply of the batch leaves in one flush.

@@ -6,6 +6,7 @@ import threading
 from typing import Any, Callable, Iterator
 
 import pytest
+from zkserver import ZooKeeper, ZooKeeperUnavailable, start_zookeeper
 
 from pylocker import ServerLocker
 
@@ -59,3 +60,18 @@ def make_locker(server_file: str) -> Iterator[Callable[..., ServerLocker]]:
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog: Any) -> None:
     caplog.set_level(logging.INFO, logger="pylocker")
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeper]:
+    """One standalone ZooKeeper on 127.0.0.1 for the session; skips, saying why, when it is not installed."""
+    try:
+        # tickTime 100 ms: session expiry is judged on tick boundaries, so it lands close to the timeout.
+        zk = start_zookeeper(tmp_path_factory.mktemp("zookeeper"), "127.0.0.1", min_session_ms=1000,
+                             max_session_ms=60000, tick_ms=100)
+    except ZooKeeperUnavailable as exc:
+        pytest.skip(exc.reason)
+    try:
+        yield zk
+    finally:
+        zk.stop()

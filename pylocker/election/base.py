@@ -71,3 +71,6 @@ class ElectionBackend(Protocol):
 
     def looks_alive(self, fingerprint: Fingerprint) -> bool:
         """Whether the server named by ``fingerprint`` still holds its term, as far as one can tell."""
+
+    def close(self) -> None:
+        """Let go of what the backend holds open (a ZooKeeper session); it reopens when used again."""

@@ -55,6 +55,9 @@ class MemoryElectionStore:
     def publish(self, fingerprint: Fingerprint) -> None:
         self._fingerprint = fingerprint
 
+    def close(self) -> None:
+        """Nothing is held open between calls."""
+
     def looks_alive(self, fingerprint: Fingerprint) -> bool:
         term = self._term
         return term is not None and term.epoch == fingerprint.epoch

@@ -81,6 +81,11 @@ def read(path: str) -> Fingerprint | None:
         raw = handle.read(MAX_SERVER_FILE + 1)  # whole: a server with many clients lists them all
     if len(raw) > MAX_SERVER_FILE:
         raise ServerFileError(f"{path!r} is over {MAX_SERVER_FILE} bytes: not a server fingerprint")
+    return decode(raw, repr(path))
+
+
+def decode(raw: bytes, where: str) -> Fingerprint:
+    """The fingerprint in ``raw`` (JSON, as ``encode`` wrote it); ServerFileError naming ``where`` if corrupt."""
     try:
         data: Any = json.loads(raw)
         return Fingerprint(
@@ -89,20 +94,25 @@ def read(path: str) -> Fingerprint | None:
             name=str(data.get("name", "")), epoch=int(data.get("epoch", 0)),
             clients=tuple(str(c) for c in data.get("clients", ())[:100_000]),
             host=str(data.get("host", "")), stopped=data.get("stopped") is True)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ServerFileError(f"{path!r} does not hold a server fingerprint: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ServerFileError(f"{where} does not hold a server fingerprint: {exc}") from None
+
+
+def encode(fingerprint: Fingerprint) -> bytes:
+    """``fingerprint`` as JSON bytes (what the server file and the ZooKeeper backend store)."""
+    return json.dumps({
+        "uniqueName": fingerprint.unique_name, "timestamp": fingerprint.timestamp,
+        "address": fingerprint.address, "port": fingerprint.port, "pid": fingerprint.pid,
+        "name": fingerprint.name, "epoch": fingerprint.epoch, "clients": list(fingerprint.clients),
+        "host": fingerprint.host, "stopped": fingerprint.stopped,
+    }).encode()
 
 
 def write(path: str, fingerprint: Fingerprint) -> None:
     """Replace ``path`` atomically with ``fingerprint`` (mode 0600)."""
     _refuse_symlink(path)
     folder = os.path.dirname(os.path.abspath(path))
-    data = json.dumps({
-        "uniqueName": fingerprint.unique_name, "timestamp": fingerprint.timestamp,
-        "address": fingerprint.address, "port": fingerprint.port, "pid": fingerprint.pid,
-        "name": fingerprint.name, "epoch": fingerprint.epoch, "clients": list(fingerprint.clients),
-        "host": fingerprint.host, "stopped": fingerprint.stopped,
-    }).encode()
+    data = encode(fingerprint)
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -280,6 +290,9 @@ class ServerFileElection:
 
     def publish(self, fingerprint: Fingerprint) -> None:
         write(self.path, fingerprint)
+
+    def close(self) -> None:
+        """Nothing is held open between calls."""
 
     def looks_alive(self, fingerprint: Fingerprint) -> bool:
         if fingerprint.host == this_host():

@@ -17,7 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pylocker.election import serverfile
+from pylocker.election import ElectionBackend, backend_for
+from pylocker.errors import ServerFileError
 from tests.faults.proxy import Proxy
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,12 +55,14 @@ class Cluster:
     directory: str
     lease: float
     connect_timeout: float = 20.0
+    election_url: str | None = None  # a zookeeper:// URL; None: a server file in ``directory``
     workers: list[Worker] = field(default_factory=list)
     _count: int = 0
+    _election: ElectionBackend | None = None
 
     @property
     def server_file(self) -> str:
-        return os.path.join(self.directory, "server")
+        return self.election_url or os.path.join(self.directory, "server")
 
     @property
     def register_path(self) -> str:
@@ -71,11 +74,12 @@ class Cluster:
     def _stop_file(self, role: str) -> str:
         return os.path.join(self.directory, f"stop-{role}")
 
-    def _spawn(self, role: str, extra: list[str], proxy: Proxy | None = None) -> Worker:
+    def _spawn(self, role: str, extra: list[str], proxy: Proxy | None = None, server_file: str | None = None,
+               ) -> Worker:
         self._count += 1
         name = f"{role}{self._count}"
         command = [sys.executable, "-m", "tests.faults.worker", role, "--name", name,
-                   "--server-file", self.server_file, "--stop-file", self._stop_file(role),
+                   "--server-file", server_file or self.server_file, "--stop-file", self._stop_file(role),
                    "--lease", str(self.lease), "--connect-timeout", str(self.connect_timeout), *extra]
         log = open(os.path.join(self.directory, f"{name}.log"), "wb")  # noqa: SIM115 (the child owns it)
         try:
@@ -86,13 +90,16 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
-    def add_candidate(self) -> Worker:
-        """A locker allowed to serve, listening on a free port, advertising its own proxy's port."""
+    def add_candidate(self, server_file: str | None = None) -> Worker:
+        """A locker allowed to serve, listening on a free port, advertising its own proxy's port.
+
+        ``server_file``: this candidate's own way to the election (a URL through a proxy).
+        """
         listen = free_port()
         proxy = Proxy(listen)
         try:
             return self._spawn("candidate", ["--listen-port", str(listen), "--advertise-port", str(proxy.port)],
-                               proxy)
+                               proxy, server_file)
         except BaseException:
             proxy.stop()
             raise
@@ -105,10 +112,12 @@ class Cluster:
         return [w for w in self.workers if w.role == role and w.alive]
 
     def serving(self) -> Worker | None:
-        """The live candidate named in the server file, if any."""
+        """The live candidate named in the server file (or the ZooKeeper election), if any."""
+        if self._election is None:
+            self._election = backend_for(self.server_file)
         try:
-            fingerprint = serverfile.read(self.server_file)
-        except serverfile.ServerFileError:
+            fingerprint = self._election.read()
+        except (ServerFileError, OSError):
             return None
         if fingerprint is None:
             return None
@@ -137,6 +146,8 @@ class Cluster:
             worker.process.wait(10)
             if worker.proxy is not None:
                 worker.proxy.stop()
+        if self._election is not None:
+            self._election.close()
         return True
 
     def heal(self) -> None:
@@ -184,3 +195,5 @@ class Cluster:
                 worker.process.wait(10)
             if worker.proxy is not None:
                 worker.proxy.stop()
+        if self._election is not None:
+            self._election.close()
