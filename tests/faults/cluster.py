@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pylocker.election import ElectionBackend, backend_for
@@ -75,10 +76,10 @@ class Cluster:
         return os.path.join(self.directory, f"stop-{role}")
 
     def _spawn(self, role: str, extra: list[str], proxy: Proxy | None = None, server_file: str | None = None,
-               ) -> Worker:
+               prefix: Sequence[str] = ()) -> Worker:
         self._count += 1
         name = f"{role}{self._count}"
-        command = [sys.executable, "-m", "tests.faults.worker", role, "--name", name,
+        command = [*prefix, sys.executable, "-m", "tests.faults.worker", role, "--name", name,
                    "--server-file", server_file or self.server_file, "--stop-file", self._stop_file(role),
                    "--lease", str(self.lease), "--connect-timeout", str(self.connect_timeout), *extra]
         log = open(os.path.join(self.directory, f"{name}.log"), "wb")  # noqa: SIM115 (the child owns it)
@@ -104,9 +105,13 @@ class Cluster:
             proxy.stop()
             raise
 
-    def add_client(self) -> Worker:
+    def add_machine_candidate(self, prefix: Sequence[str], address: str) -> Worker:
+        """A candidate run by ``prefix`` (another network namespace), listening on ``address`` (no proxy)."""
+        return self._spawn("candidate", ["--listen-address", address, "--listen-port", "0"], prefix=prefix)
+
+    def add_client(self, prefix: Sequence[str] = ()) -> Worker:
         history = os.path.join(self.directory, f"client{self._count + 1}.hist")
-        return self._spawn("client", ["--history", history, "--register", self.register_path])
+        return self._spawn("client", ["--history", history, "--register", self.register_path], prefix=prefix)
 
     def live(self, role: str) -> list[Worker]:
         return [w for w in self.workers if w.role == role and w.alive]

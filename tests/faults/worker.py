@@ -46,8 +46,9 @@ def candidate(args: argparse.Namespace) -> None:
     """Serve if elected (or later, on failover); idle until the stop file appears."""
     locker = ServerLocker(PASSWORD, name=args.name, serverFile=args.server_file, port=args.listen_port,
                           allowServing=True, reconnect=True, connectTimeout=args.connect_timeout,
-                          maxLockTime=None, lease=args.lease, listen_address="127.0.0.1",
-                          advertise_address=f"tcp://127.0.0.1:{args.advertise_port}", receive_messages=False)
+                          maxLockTime=None, lease=args.lease, listen_address=args.listen_address,
+                          advertise_address=f"tcp://127.0.0.1:{args.advertise_port}" if args.advertise_port else None,
+                          receive_messages=False)
     stopped = threading.Event()
     try:
         while not os.path.exists(args.stop_file) and not stopped.wait(POLL):
@@ -118,6 +119,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--connect-timeout", type=float, default=20.0)
     parser.add_argument("--listen-port", type=int, default=0)
+    parser.add_argument("--listen-address", default="127.0.0.1")
     parser.add_argument("--advertise-port", type=int, default=0)
     parser.add_argument("--history", default="")
     parser.add_argument("--register", default="")
