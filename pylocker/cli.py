@@ -71,6 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
                 maxLockTime=args.max_lock_time or None,
                 autoconnect=False,
                 listen_address=args.listen,
+                advertise_address=args.advertise,
+                reconnect=args.standby,
                 realm=args.realm,
                 metrics_port=args.metrics_port,
             )
@@ -81,20 +83,24 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"--metrics-port: {exc}", file=sys.stderr)
             return 2
         try:
-            return _serve_until_stopped(locker, events)
+            return _serve_until_stopped(locker, events, args.standby)
         finally:
             locker.stop()
             log.info("stopped")
 
 
-def _serve_until_stopped(locker: ServerLocker, events: queue.Queue[object]) -> int:
-    if not locker.start() or not locker.isServer:
+def _serve_until_stopped(locker: ServerLocker, events: queue.Queue[object], standby: bool) -> int:
+    if not locker.start() or not (locker.isServer or standby):
         print("could not serve: another locker serves this server file, or it is unusable", file=sys.stderr)
         return 1
     metrics = locker._metrics
-    print(f"serving on {_where(locker.serverAddress, locker.serverPort)} (server file {locker.serverFile}"
-          + (f"; metrics at http://127.0.0.1:{metrics.port}/metrics" if metrics is not None else "")
-          + "); Ctrl-C stops", flush=True)
+    if locker.isServer:
+        print(f"serving on {_where(locker.serverAddress, locker.serverPort)} (server file {locker.serverFile}"
+              + (f"; metrics at http://127.0.0.1:{metrics.port}/metrics" if metrics is not None else "")
+              + "); Ctrl-C stops", flush=True)
+    else:  # a standby: connected to the serving locker, it campaigns when that one fails
+        print(f"standing by: {_where(locker.serverAddress, locker.serverPort)} serves {locker.serverFile}; "
+              "this one takes over if it fails; Ctrl-C stops", flush=True)
     threading.Thread(target=lambda: events.put(locker.wait_stopped()), name="pylocker-serving",
                      daemon=True).start()
     event = events.get()
@@ -133,10 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", parents=[password_options()],
                                 help=f"serve locks (password from ${PASSWORD_VARIABLE} or --password-file)")
-    serve.add_argument("--server-file", default=serverfile.default_path())
+    serve.add_argument("--server-file", default=serverfile.default_path(),
+                       help="a path, or zookeeper://host:2181,.../path for machines without a shared disk")
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--listen", default="127.0.0.1",
                        help="a host (with --port; default loopback) or a URL: tcp://host:port, ipc:///path")
+    serve.add_argument("--advertise", default=None, metavar="HOST",
+                       help="where other machines reach this server, if not --listen (e.g. with --listen 0.0.0.0)")
+    serve.add_argument("--standby", action="store_true",
+                       help="if another locker serves, stay connected and take over when it fails")
     serve.add_argument("--name", default=None)
     serve.add_argument("--max-lock-time", type=float, default=120)
     serve.add_argument("--metrics-port", type=int, default=None, metavar="N",

@@ -294,3 +294,31 @@ def test_status_json_and_top_once_show_a_held_lock_and_a_waiter(serving: ServerL
     assert top.returncode == 0, top.stderr
     [line] = [line for line in top.stdout.splitlines() if line.startswith("report.csv")]
     assert line.split()[1:3] == ["1", "1"]  # one holder, one waiter
+
+
+def test_serve_standby_through_zookeeper_hands_over_and_every_command_takes_the_url(
+        started: list[subprocess.Popen[str]], zookeeper: Any) -> None:
+    url = f"zookeeper://{zookeeper.hosts}/pylocker/cli-{os.getpid()}-{time.monotonic_ns()}?session_timeout=4"
+    first = _start(started, _pylocker("serve", "--server-file", url, "--port", "0", "--standby"))
+    assert first.stdout is not None
+    assert first.stdout.readline().startswith("serving on 127.0.0.1:")
+    second = _start(started, _pylocker("serve", "--server-file", url, "--port", "0", "--standby"))
+    assert second.stdout is not None
+    assert second.stdout.readline().startswith("standing by: 127.0.0.1:")
+    status = _run(_pylocker("status", "--server-file", url, "--json"))
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["server"]["epoch"] == 1  # ZooKeeper's first term
+    first.send_signal(signal.SIGTERM)  # a clean stop resigns: the standby takes over at once
+    assert first.wait(20) == 0
+
+    def serves_now() -> bool:
+        done = _run(_pylocker("status", "--server-file", url, "--json"))
+        return done.returncode == 0 and json.loads(done.stdout)["server"]["epoch"] == 2
+
+    wait_for(serves_now, timeout=20)
+    locked = _run(_pylocker("lock", "--server-file", url, "x", "--", *_python(
+        "import os; print(os.environ['PYLOCKER_TOKEN'])")))
+    assert locked.returncode == 0, locked.stderr
+    assert int(locked.stdout) >> 40 == 2  # the second server's epoch, from ZooKeeper
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(20) == 0
