@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 RETRY_FIRST, RETRY_MAX = 0.01, 0.1  # seconds between election attempts, doubling up to RETRY_MAX
 SUCCESSOR_WAIT: Final = 0.5  # a failing-over client waits this long for a successor's fingerprint
 FAILOVER_CONNECT: Final = 1.0  # seconds one failover attempt waits for a server's answer
-LOST_PROBE: Final = 0.2  # seconds a candidate waits for the server it lost, between two campaigns
+LOST_PROBE: Final = 0.25  # seconds a failover attempt waits for the server just lost (likely dead)
 
 LostCallback = Callable[[str, str], None]
 T = TypeVar("T")
@@ -490,9 +490,9 @@ class LockerNode(ServingMixin):
             same = lost is not None and fp.unique_name == lost.unique_name
             if same and elapsed < SUCCESSOR_WAIT:
                 return False  # most likely a successor is about to publish its own fingerprint
-            # The server just lost looks alive until its ZooKeeper session ends: a candidate
-            # probes it briefly, so that its next campaign comes soon after that end.
-            wait = LOST_PROBE if same and self.can_serve else FAILOVER_CONNECT
+            # The server just lost looks alive until its ZooKeeper session ends: it is probed
+            # briefly, so that the next campaign, or the successor's fingerprint, comes soon after.
+            wait = LOST_PROBE if same else FAILOVER_CONNECT
             client = self._open_client(addresses.parse(fp.address, fp.port), wait)
         self._reclaim(client)
         return True

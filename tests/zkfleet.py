@@ -23,6 +23,7 @@ from typing import Any
 from netns import Fleet
 from zkserver import ZooKeeper, start_zookeeper
 
+from pylocker.election.base import TOKEN_EPOCH_SHIFT
 from tests.faults.checker import Report, check, load_history
 from tests.faults.cluster import Cluster, Worker
 
@@ -42,6 +43,7 @@ class ZooKeeperFleet:
         self._changes: queue.Queue[dict[str, Any]] = queue.Queue()
         self.serving_pid: int | None = None
         self.serving_since = 0.0  # when the observer saw the current server appear (CLOCK_MONOTONIC)
+        self.serving_epoch = 0
         try:
             hub = self.machines.hub
             self.zookeeper = start_zookeeper(Path(directory) / "zookeeper", host=self.machines.hub_address,
@@ -93,6 +95,7 @@ class ZooKeeperFleet:
                 return None
             self.serving_pid = change["pid"] if change["alive"] else None
             self.serving_since = change["t"]
+            self.serving_epoch = change["epoch"] or 0
 
     def grants_after(self, since: float, timeout: float) -> float | None:
         """When every client had been granted the lock after ``since`` (monotonic); None if not in time."""
@@ -106,12 +109,13 @@ class ZooKeeperFleet:
             time.sleep(0.05)  # polling files other processes write
         return None
 
-    def first_grant_after(self, since: float, timeout: float) -> float | None:
-        """When any client was first granted the lock after ``since``; None if not within ``timeout``."""
+    def first_grant_after(self, since: float, timeout: float, epoch: int = 0) -> float | None:
+        """When a client was first granted the lock after ``since`` by a server of ``epoch`` or later."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             grants = [e["t"] for p in self.cluster.history_paths() for e in load_history(p)
-                      if e["ev"] == "acquired" and e["t"] > since and e.get("token")]
+                      if e["ev"] == "acquired" and e["t"] > since and e.get("token")
+                      and e["token"] >> TOKEN_EPOCH_SHIFT >= epoch]
             if grants:
                 return min(grants)
             time.sleep(0.02)  # polling files other processes write
