@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 import uuid
@@ -241,3 +242,62 @@ def test_lockers_elect_lock_and_fail_over_through_zookeeper(zookeeper: Any) -> N
     finally:
         second.stop()
         first.stop()
+
+
+# ----------------------------------------------------------------------- TLS
+# kazoo 2.11 does not close its SSLSocket when the TLS handshake fails (create_tcp_connection re-raises
+# the ssl.SSLError without closing it): the refused attempts below leave it to the garbage collector.
+@pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning")
+def test_tls_elects_through_the_secure_port_and_refuses_clients_without_tls_or_certificate(tmp_path: Any) -> None:
+    from urllib.parse import quote
+
+    from zkserver import make_tls_files, start_zookeeper, zookeeper_unavailable
+
+    from pylocker.election.zookeeper import ElectionUnavailable
+
+    reason = zookeeper_unavailable(tls=True)
+    if reason is not None:
+        pytest.skip(reason)
+    tls = make_tls_files(tmp_path / "certs")
+    # ssl.clientAuth=need: a TLS client must present a certificate signed by the CA.
+    zk = start_zookeeper(tmp_path / "zookeeper", "127.0.0.1", min_session_ms=1000, max_session_ms=60000,
+                         tls=tls, client_auth="need", timeout=30)
+    elections: list[ZooKeeperElection] = []
+
+    def election(path: str, options: str) -> ZooKeeperElection:
+        made = ZooKeeperElection(f"zookeeper://{zk.secure_hosts}{path}?session_timeout=4{options}")
+        elections.append(made)
+        return made
+
+    ca, cert, key = (quote(str(path), safe="/") for path in (tls.ca, tls.client_cert, tls.client_key))
+    path = f"/pylocker/tls-{uuid.uuid4().hex[:10]}"
+    try:
+        # (a) TLS with the client certificate: campaign, publish, and read back from a second session.
+        a, b = (election(path, f"&connect_timeout=10&tls=1&ca={ca}&cert={cert}&key={key}") for _ in range(2))
+        assert a.config.tls
+        term = a.campaign()
+        assert term is not None
+        assert term.valid()
+        assert b.campaign() is None
+        a.publish(_fingerprint("tls", term.epoch))
+        seen = _wait_read(b, lambda fp: fp is not None and fp.unique_name == "tls")
+        assert (seen.epoch, seen.address, seen.clients) == (term.epoch, "10.0.0.1", ("c1",))
+        assert a.read() == seen
+        assert b.looks_alive(seen)
+        term.resign()
+
+        # (b) the same options without tls=1: a plain client cannot speak to the secure port.
+        # (c) TLS without a client certificate: refused (ssl.clientAuth=need).
+        for options in (f"&connect_timeout=2&ca={ca}&cert={cert}&key={key}", f"&connect_timeout=2&tls=1&ca={ca}"):
+            refused = election(path, options)
+            started = time.monotonic()
+            with pytest.raises(ElectionUnavailable, match="cannot reach ZooKeeper") as caught:
+                refused.campaign()
+            took = time.monotonic() - started
+            assert isinstance(caught.value, ServerFileError)
+            assert took < 2 + 3, f"refused only after {took:.1f} s ({options})"
+    finally:
+        for made in elections:
+            made.close()
+        zk.stop()
+        gc.collect()  # kazoo's unclosed sockets are finalised now, while the warning filter above applies
