@@ -108,7 +108,9 @@ class ZooKeeperTerm:
         if not self.held:
             return
         self.held = False
-        if not self._lost:
+        # A term past its budget (cut off from ZooKeeper) ends with its session: waiting on
+        # an unreachable ensemble here would only hold up the caller's own failover.
+        if not self._lost and time.monotonic() - self._confirmed_at < self._election.term_budget():
             self._election.end_term(self)
 
 
