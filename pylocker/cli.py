@@ -23,6 +23,7 @@ from .errors import AddressError
 from .lockers import ServerLocker
 
 log = logging.getLogger("pylocker.cli")
+STANDBY_RETRY = 2.0  # seconds between two attempts of a standby that found no election it could use
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -90,7 +91,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_until_stopped(locker: ServerLocker, events: queue.Queue[object], standby: bool) -> int:
-    if not locker.start() or not (locker.isServer or standby):
+    while not locker.start() and standby:
+        # A standby outlives an election it cannot reach yet (a ZooKeeper ensemble still
+        # starting, a server file's folder not mounted): it tries again until told to stop.
+        log.warning("no serving locker found or elected through %s; trying again in %g s", locker.serverFile,
+                    STANDBY_RETRY)
+        try:
+            event = events.get(timeout=STANDBY_RETRY)
+        except queue.Empty:
+            continue
+        log.info("%s: stopping before serving", getattr(event, "name", event))
+        return 0
+    if not (locker.isServer or (standby and locker.isClient)):
         print("could not serve: another locker serves this server file, or it is unusable", file=sys.stderr)
         return 1
     metrics = locker._metrics

@@ -322,3 +322,28 @@ def test_serve_standby_through_zookeeper_hands_over_and_every_command_takes_the_
     assert int(locked.stdout) >> 40 == 2  # the second server's epoch, from ZooKeeper
     second.send_signal(signal.SIGTERM)
     assert second.wait(20) == 0
+
+
+def test_a_standby_waits_for_an_ensemble_it_cannot_reach_yet(started: list[subprocess.Popen[str]],
+                                                               zookeeper: Any) -> None:
+    from tests.faults.proxy import Proxy
+
+    proxy = Proxy(zookeeper.port)
+    proxy.cut()  # the ensemble accepts connections and answers nothing, as while it starts
+    try:
+        url = (f"zookeeper://127.0.0.1:{proxy.port}/pylocker/cli-wait-{os.getpid()}-{time.monotonic_ns()}"
+               "?session_timeout=4&connect_timeout=1")
+        standby = _start(started, _pylocker("serve", "--server-file", url, "--port", "0", "--standby"))
+        assert standby.stderr is not None
+        lines = []
+        while len(lines) < 100 and not any("trying again" in line for line in lines):
+            lines.append(standby.stderr.readline())  # its log: kazoo's attempts, then the standby's
+        assert any("trying again" in line for line in lines), lines
+        assert standby.poll() is None, "the standby gave up"
+        proxy.heal()
+        assert standby.stdout is not None
+        assert standby.stdout.readline().startswith("serving on 127.0.0.1:")
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(20) == 0
+    finally:
+        proxy.stop()
