@@ -42,12 +42,12 @@ from .async_lock import AsyncLock, LostLocks
 from .async_primitives import AsyncElection, AsyncGroup, AsyncSemaphore, AsyncSlot
 from .errors import PylockerError
 from .flow import BATCH_ITEMS
-from .holds import PLAIN, SHARED_CLAIM, Claim
+from .holds import Claim
 from .lockers import ACQUIRE_CODES, RELEASE_CODES, ServerLocker
 from .messaging import PUBLISH_CODES
 from .node import LockerNode
 from .primitives import LockInfo, lock_info
-from .validation import check_bool, check_number, code_for
+from .validation import check_bool, check_number, code_for, lock_request
 from .validation import names as parse_names
 
 __all__ = ["AsyncElection", "AsyncGroup", "AsyncLock", "AsyncSemaphore", "AsyncServerLocker", "AsyncSlot",
@@ -177,13 +177,9 @@ class AsyncServerLocker:
         0: not granted before timeout; 1: connection to the serving locker lost; 2: neither
         client nor server. Cancelled while waiting, the request is withdrawn at the server.
         """
-        names = parse_names(path)
-        if timeout is None:
-            timeout = self.locker.defaultTimeout
-        check_number(timeout, "timeout")
+        names, timeout, claim = lock_request(path, timeout, self.locker.defaultTimeout, shared)
         check_bool(lockGlobal, "lockGlobal")
-        check_bool(shared, "shared")
-        node, claim = self.node, SHARED_CLAIM if shared else PLAIN
+        node = self.node
         if lockGlobal:
             existing = node.owned.shared_lock(names, claim)
             if existing is not None:
@@ -220,11 +216,7 @@ class AsyncServerLocker:
 
         ``lock.lost`` (an asyncio.Event) is set if the lock is taken away during the block.
         """
-        names = parse_names(path)
-        if timeout is not None:
-            check_number(timeout, "timeout")
-        check_bool(shared, "shared")
-        return self._lock(names, timeout, SHARED_CLAIM if shared else PLAIN)
+        return self._lock(*lock_request(path, timeout, self.locker.defaultTimeout, shared))
 
     def _lock(self, names: list[str], timeout: float | None, claim: Claim) -> AsyncLock:
         return AsyncLock(self.node, self._tracker, names, self.locker.defaultTimeout if timeout is None else timeout,

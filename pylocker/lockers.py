@@ -18,7 +18,6 @@ from .coordination import CoordinationMixin
 from .dispatch import Dispatcher
 from .election import ElectionBackend, backend_for, is_zookeeper_url, read_fingerprint, serverfile
 from .errors import LockTimeout, NotConnected, NotStarted, PylockerError, ServerFileError
-from .holds import PLAIN, SHARED_CLAIM
 from .inbox import Inbox
 from .link import DEFAULT_LEASE, NodeConfig
 from .lock import Lock
@@ -28,8 +27,7 @@ from .metrics import start_metrics
 from .node import LockerNode
 from .transport import address as addresses
 from .transport.keys import DEFAULT_REALM, load_authorized_keys, load_key_pair, load_public_key
-from .validation import check_bool, check_locker_arguments, check_number, code_for
-from .validation import names as parse_names
+from .validation import check_bool, check_locker_arguments, check_number, code_for, lock_request
 
 ACQUIRE_CODES: dict[type[PylockerError], int] = {LockTimeout: 0, NotConnected: 1, NotStarted: 2}
 RELEASE_CODES: dict[type[PylockerError], int] = {NotConnected: 2, NotStarted: 3}
@@ -425,13 +423,9 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         0: not granted before timeout; 1: connection to the serving locker lost;
         2: this locker is neither a client nor a server. ``shared``: a read lock (see ``lock``).
         """
-        names = parse_names(path)
-        if timeout is None:
-            timeout = self._defaultTimeout
-        check_number(timeout, "timeout")
+        names, timeout, claim = lock_request(path, timeout, self._defaultTimeout, shared)
         check_bool(lockGlobal, "lockGlobal")
-        check_bool(shared, "shared")
-        node, claim = self.node, SHARED_CLAIM if shared else PLAIN
+        node = self.node
         if lockGlobal:
             existing = node.owned.shared_lock(names, claim)
             if existing is not None:
@@ -475,12 +469,7 @@ class ServerLocker(MessagingMixin, CoordinationMixin):
         ``shared``: a read lock; shared holders coexist, and once an exclusive request
         waits, later shared requests wait behind it.
         """
-        names = parse_names(path)
-        if timeout is not None:
-            check_number(timeout, "timeout")
-        check_bool(shared, "shared")
-        return Lock(self.node, names, self._defaultTimeout if timeout is None else timeout,
-                    SHARED_CLAIM if shared else PLAIN)
+        return Lock(self.node, *lock_request(path, timeout, self._defaultTimeout, shared))
 
     def fencing_token(self, lockId: str) -> int:
         """The fencing token granted with ``lockId``: larger than every earlier grant's."""

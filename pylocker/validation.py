@@ -8,6 +8,7 @@ from typing import Any
 
 from . import protocol
 from .errors import PylockerError
+from .holds import PLAIN, SHARED_CLAIM, Claim
 from .protocol import MAX_NAME_LEN, MAX_NAMES
 
 
@@ -49,6 +50,17 @@ def names(path: Any) -> list[str]:
         if not name or len(name) > MAX_NAME_LEN:
             raise ValueError(f"a path must have 1 to {MAX_NAME_LEN} characters, got {len(name)}")
     return list(dict.fromkeys(names))
+
+
+def lock_request(path: Any, timeout: Any, default_timeout: float, shared: Any) -> tuple[list[str], float, Claim]:
+    """What a lock call's arguments ask for: the names, the timeout (``default_timeout`` if None), the claim."""
+    asked = names(path)
+    if timeout is None:
+        timeout = default_timeout
+    else:
+        check_number(timeout, "timeout")
+    check_bool(shared, "shared")
+    return asked, timeout, SHARED_CLAIM if shared else PLAIN
 
 
 def check_message(message: Any) -> None:
