@@ -22,6 +22,7 @@ from .async_lock import AsyncLock, LostLocks
 from .errors import LockTimeout, NotStarted
 from .holds import ELECTION_PREFIX, GROUP_PREFIX, SEMAPHORE_PREFIX, SHARED, SLOT, Claim
 from .primitives import (
+    LatestView,
     LockInfo,
     internal_name,
     leader_of,
@@ -101,18 +102,14 @@ class AsyncSemaphore:
         return f"<AsyncSemaphore {self.name!r} limit={self.limit}>"
 
 
-_UNSEEN = object()
-
-
 class _Watcher:
     """Follows one internal name's holders; calls its callbacks on the loop with what ``view`` makes of them."""
 
     def __init__(self, node: LockerNode, internal: str, view: Callable[[list[list[Any]]], Any]) -> None:
         self._node = node
         self._internal = internal
-        self._view = view
+        self._latest = LatestView(view)
         self._callbacks: list[Callable[[Any], Any]] = []
-        self._last: Any = _UNSEEN
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
 
@@ -128,13 +125,12 @@ class _Watcher:
                 self._loop = None
                 self._callbacks.remove(callback)
                 raise
-            if self._last is _UNSEEN and rows is not None:  # unless a change pushed since is newer
-                self._last = self._view(rows[0])
+            self._latest.seed(rows)
 
     async def close(self) -> None:
         watching, self._loop = self._loop is not None, None
         self._callbacks.clear()
-        self._last = _UNSEEN
+        self._latest.forget()
         if watching:
             await async_link.unwatch(self._node, self._internal, self._changed)
 
@@ -148,10 +144,11 @@ class _Watcher:
                 self._loop = None
 
     def _tell(self, holders: list[list[Any]]) -> None:
-        view = self._view(holders)
-        if self._loop is None or view == self._last:
+        if self._loop is None:
             return
-        self._last = view
+        changed, view = self._latest.changed(holders)
+        if not changed:
+            return
         for callback in list(self._callbacks):
             try:
                 result = callback(view)

@@ -23,6 +23,7 @@ from .protocol import MAX_INFO, MAX_LIMIT, MAX_NAME_LEN
 
 if TYPE_CHECKING:
     from .node import LockerNode
+    from .watches import Rows
 
 
 
@@ -123,16 +124,39 @@ class Semaphore:
 _UNSEEN = object()
 
 
+class LatestView:
+    """What ``view`` makes of a watched name's holders, as last told: only a change is told again."""
+
+    def __init__(self, view: Callable[[list[list[Any]]], Any]) -> None:
+        self._view = view
+        self._last: Any = _UNSEEN
+
+    def seed(self, rows: Rows | None) -> None:
+        """The view a watch's first answer gives, unless a change pushed since is newer."""
+        if self._last is _UNSEEN and rows is not None:
+            self._last = self._view(rows[0])
+
+    def changed(self, holders: list[list[Any]]) -> tuple[bool, Any]:
+        """(whether the view differs from the last one told, the view); remembered as told."""
+        view = self._view(holders)
+        if view == self._last:
+            return False, view
+        self._last = view
+        return True, view
+
+    def forget(self) -> None:
+        self._last = _UNSEEN
+
+
 class _Watcher:
     """Follows one internal name's holders; calls its callbacks with what ``view`` makes of them."""
 
     def __init__(self, node: LockerNode, internal: str, view: Callable[[list[list[Any]]], Any]) -> None:
         self._node = node
         self._internal = internal
-        self._view = view
+        self._latest = LatestView(view)
         self._callbacks: list[Callable[[Any], None]] = []
         self._lock = threading.Lock()
-        self._last: Any = _UNSEEN
         self._watching = False
 
     def add(self, callback: Callable[[Any], None]) -> None:
@@ -151,25 +175,21 @@ class _Watcher:
                     self._callbacks.remove(callback)
                 raise
             with self._lock:
-                if self._last is _UNSEEN and rows is not None:  # unless a change pushed since is newer
-                    self._last = self._view(rows[0])
+                self._latest.seed(rows)
 
     def close(self) -> None:
         with self._lock:
             watching, self._watching = self._watching, False
             self._callbacks.clear()
-            self._last = _UNSEEN
+            self._latest.forget()
         if watching:
             self._node.unwatch(self._internal, self._changed)  # no link: nothing to tell
 
     def _changed(self, holders: list[list[Any]], waiters: list[list[Any]]) -> None:
         # On the locker's dispatcher thread: one call at a time, in the order they changed.
-        view = self._view(holders)
         with self._lock:
-            if view == self._last:
-                return
-            self._last = view
-            callbacks = list(self._callbacks)
+            changed, view = self._latest.changed(holders)
+            callbacks = list(self._callbacks) if changed else []
         for callback in callbacks:
             callback(view)
 
