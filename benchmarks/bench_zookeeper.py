@@ -41,7 +41,7 @@ for entry in (str(REPO), str(REPO / "tests"), str(HERE)):
     if entry not in sys.path:
         sys.path.insert(0, entry)
 
-from harness import close_meta, revision, say, write_results  # noqa: E402
+from harness import close_meta, machine_meta, say, write_results  # noqa: E402
 from netns import netns_unavailable  # noqa: E402
 from zkserver import ZooKeeperUnavailable, start_zookeeper, zookeeper_unavailable  # noqa: E402
 
@@ -179,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="pylocker-bench-zk-"))
-    res: dict[str, Any] = {"meta": {"when": time.strftime("%Y-%m-%d %H:%M"), "git": revision(REPO),
-                                    "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                                    "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}}
+    res: dict[str, Any] = {"meta": {**machine_meta(REPO, args.quick), "rounds": rounds, "seconds": seconds}}
     res["lock_path"] = lock_path(rounds, seconds, workdir)
     res["failover"] = failover(rounds, workdir)
     close_meta(res, REPO, started)

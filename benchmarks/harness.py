@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import queue
 import shutil
 import signal
@@ -166,6 +167,41 @@ def revision(code: Path) -> str:
     if git("status", "--porcelain", "--", "pylocker"):
         return f"{commit} plus uncommitted changes in pylocker/"
     return commit
+
+
+def machine_meta(code: Path, quick: bool) -> dict[str, Any]:
+    """When, on what machine, with which versions, of which tree: every suite's ``meta`` starts so."""
+    import zmq
+
+    cpu_model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"when": time.strftime("%Y-%m-%d %H:%M"), "quick": quick, "cpus": os.cpu_count(),
+            "cpu_model": cpu_model, "python": platform.python_version(), "pyzmq": zmq.__version__,
+            "libzmq": zmq.zmq_version(), "git": revision(code),
+            "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
+
+
+class Slices:
+    """Completions per time slice: a burst of outside load on a shared machine spoils one slice, not the figure."""
+
+    def __init__(self, t0: float, duration: float, count: int) -> None:
+        self.t0 = t0
+        self.width = duration / count
+        self.counts = [0] * count
+
+    def tick(self, now: float) -> None:
+        i = int((now - self.t0) / self.width)
+        if 0 <= i < len(self.counts):
+            self.counts[i] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"slices": self.counts, "slice_s": self.width}
 
 
 def close_meta(res: dict[str, Any], code: Path, started: float) -> None:

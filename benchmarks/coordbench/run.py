@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import BenchError, close_meta, revision, say, stop_pid, write_results
+from harness import BenchError, close_meta, machine_meta, say, stop_pid, write_results
 
 from . import zookeeper
 from .common import TIMEOUT
@@ -22,22 +20,9 @@ KAZOO_TIMEOUT = 10.0  # kazoo's default session timeout: what the throughput cli
 
 
 def _meta(args: argparse.Namespace, suite: Suite) -> dict[str, Any]:
-    import zmq
-
-    cpu_model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"when": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "cpus": os.cpu_count(),
-            "cpu_model": cpu_model, "python": platform.python_version(), "pyzmq": zmq.__version__,
-            "libzmq": zmq.zmq_version(), "git": revision(Path(args.code).resolve()),
-            "duration_s": suite.duration, "slices": suite.slices, "processes": suite.processes,
-            "limit": suite.limit, "candidates": suite.candidates, "kills": suite.kills, "lease_s": suite.lease,
-            "acquire_timeout_s": TIMEOUT, "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
+    return {**machine_meta(Path(args.code).resolve(), args.quick), "duration_s": suite.duration,
+            "slices": suite.slices, "processes": suite.processes, "limit": suite.limit,
+            "candidates": suite.candidates, "kills": suite.kills, "lease_s": suite.lease, "acquire_timeout_s": TIMEOUT}
 
 
 def _guarded(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -15,25 +15,11 @@ import threading
 import time
 from typing import Any, Callable
 
-from harness import emit, next_command
+from harness import Slices, emit, next_command
 
 from .common import KINDS, PHASE_NAMES, TIMEOUT
 from .gauge import Gauge
 from .peers import Ours, Peer, make_peer
-
-
-class _Slices:
-    """Completions per time slice: a burst of outside load spoils one slice, not the figure."""
-
-    def __init__(self, t0: float, duration: float, count: int) -> None:
-        self.t0 = t0
-        self.width = duration / count
-        self.counts = [0] * count
-
-    def tick(self, now: float) -> None:
-        i = int((now - self.t0) / self.width)
-        if 0 <= i < len(self.counts):
-            self.counts[i] += 1
 
 
 def _sleep_until(t0: float) -> None:
@@ -49,7 +35,7 @@ def _loop(peer: Peer, kind: str, t0: float, duration: float, slices: int, gauge_
     lock_kind, role = KINDS[kind]
     name = PHASE_NAMES[kind].format(pid=os.getpid())
     gauge = Gauge(gauge_path, limit) if role else None
-    counts = _Slices(t0, duration, slices)
+    counts = Slices(t0, duration, slices)
     ops = failures = errors = 0
     first_error = ""
     _sleep_until(t0)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -12,29 +10,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import close_meta, write_results
+from harness import close_meta, machine_meta, write_results
 
-from .process import BenchError, Worker, revision, say, stop_pid
+from .process import BenchError, Worker, say, stop_pid
 from .report import evaluate_goals, render_chart, render_markdown
 from .suite import Suite
 
 
 def _meta(args: argparse.Namespace, duration: float, block: float, slices: int) -> dict[str, Any]:
-    import zmq
-
-    cpu_model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"when": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "cpus": os.cpu_count(),
-            "cpu_model": cpu_model, "python": platform.python_version(), "pyzmq": zmq.__version__,
-            "libzmq": zmq.zmq_version(), "git": revision(Path(args.code).resolve()), "duration_s": duration,
-            "block_s": block, "slices": slices,
-            "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
+    return {**machine_meta(Path(args.code).resolve(), args.quick), "duration_s": duration, "block_s": block,
+            "slices": slices}
 
 
 def run(args: argparse.Namespace) -> int:

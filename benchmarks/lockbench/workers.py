@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from harness import emit, next_command
+from harness import Slices, emit, next_command
 
 from .adapters import Adapter, checkout_server_locker
 from .common import ECHO_PAYLOAD, HANDOVER, PASSWORD
@@ -54,23 +54,6 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 
-class _Slices:
-    """Completions per time slice: a burst of outside load on a shared machine spoils one slice, not the figure."""
-
-    def __init__(self, t0: float, duration: float, count: int) -> None:
-        self.t0 = t0
-        self.width = duration / count
-        self.counts = [0] * count
-
-    def tick(self, now: float) -> None:
-        i = int((now - self.t0) / self.width)
-        if 0 <= i < len(self.counts):
-            self.counts[i] += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"slices": self.counts, "slice_s": self.width}
-
-
 def _run_loop(adapter: Adapter, names: list[str], t0: float, duration: float, slices: int,
               timeout: float, latency: bool = True) -> dict[str, Any]:
     """Acquire+release as fast as possible for ``duration`` from ``t0``; latencies of both steps.
@@ -82,7 +65,7 @@ def _run_loop(adapter: Adapter, names: list[str], t0: float, duration: float, sl
     failures = 0
     clock = time.perf_counter
     ops = 0
-    counts = _Slices(t0, duration, slices)
+    counts = Slices(t0, duration, slices)
     start = now = time.monotonic()
     end = t0 + duration
     n = len(names)
@@ -116,7 +99,7 @@ def _run_counter(adapter: Adapter, spec: dict[str, Any], t0: float) -> dict[str,
     me = os.getpid()
     handovers: list[float] = []
     ops = failures = 0
-    counts = _Slices(t0, spec["duration"], spec["slices"])
+    counts = Slices(t0, spec["duration"], spec["slices"])
     end = t0 + spec["duration"]
     start = now = time.monotonic()
     while now < end:
@@ -187,7 +170,7 @@ def _worker_echo_client(spec: dict[str, Any]) -> None:
     emit({"ready": True})
     go = _wait_go()
     end = go + spec["duration"]
-    counts = _Slices(go, spec["duration"], spec["slices"])
+    counts = Slices(go, spec["duration"], spec["slices"])
     clock = time.perf_counter
     lat: list[float] = []
     start = now = time.monotonic()

@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import close_meta, write_results
+from harness import close_meta, machine_meta, write_results
 
 from .common import FULL_COUNT, PAYLOAD, QUICK_COUNT, QUIET
-from .process import BenchError, Worker, revision, say, stop_pid
+from .process import BenchError, Worker, say, stop_pid
 from .report import evaluate_goals, render_markdown
 from .servers import Started, start_nats, start_redis
 from .suite import Suite
 
 
 def _meta(args: argparse.Namespace, count: int) -> dict[str, Any]:
-    import zmq
-
-    cpu_model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"when": time.strftime("%Y-%m-%d %H:%M"), "quick": args.quick, "count": count, "payload": len(PAYLOAD),
-            "quiet": QUIET, "cpus": os.cpu_count(), "cpu_model": cpu_model, "python": platform.python_version(),
-            "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "git": revision(Path(args.code).resolve()),
-            "loadavg_before": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
+    return {**machine_meta(Path(args.code).resolve(), args.quick), "count": count, "payload": len(PAYLOAD),
+            "quiet": QUIET}
 
 
 def run(args: argparse.Namespace) -> int:
