@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 
 import _workers
 import pytest
+from _agent import Agent
 from conftest import PASSWORD
 
 from pylocker import LockLost, ServerLocker
@@ -28,34 +29,6 @@ pytestmark = pytest.mark.integration
 SPAWN = multiprocessing.get_context("spawn")
 LEASE = 1.0
 T = TypeVar("T")
-
-
-class Agent:
-    """A (threaded) locker in another process, driven by commands (see ``_workers.agent``)."""
-
-    def __init__(self, server_file: str, name: str, **kwargs: Any) -> None:
-        self.commands, self.replies = SPAWN.Queue(), SPAWN.Queue()
-        self.process = SPAWN.Process(target=_workers.agent,
-                                     args=(server_file, name, self.commands, self.replies, kwargs))
-        self.process.start()
-        status, self.unique_name, connected = self.replies.get(timeout=60)
-        assert status == "ready"
-        assert connected
-
-    def __getattr__(self, method: str) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.commands.put((method, args, kwargs))
-            status, _, result = self.replies.get(timeout=60)
-            assert status == "ok", result
-            return result
-        return call
-
-    def stop(self) -> None:
-        self.commands.put(("stop", (), {}))
-        self.process.join(20)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
 
 
 @contextlib.contextmanager

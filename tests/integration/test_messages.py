@@ -8,44 +8,18 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Iterator
-
-import psutil
-
-import pytest
+from collections.abc import Iterator
+from typing import Any
 
 import _workers
+import psutil
+import pytest
+from _agent import Agent
+
 from pylocker import ServerLocker
 
 pytestmark = pytest.mark.integration
 SPAWN = multiprocessing.get_context("spawn")
-
-
-class Agent:
-    """A locker in another process, driven by commands."""
-
-    def __init__(self, server_file: str, name: str, **kwargs: Any) -> None:
-        self.commands, self.replies = SPAWN.Queue(), SPAWN.Queue()
-        self.process = SPAWN.Process(target=_workers.agent,
-                                     args=(server_file, name, self.commands, self.replies, kwargs))
-        self.process.start()
-        status, self.unique_name, connected = self.replies.get(timeout=60)
-        assert status == "ready" and connected
-
-    def __getattr__(self, method: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.commands.put((method, args, kwargs))
-            status, _, result = self.replies.get(timeout=60)
-            assert status == "ok", result
-            return result
-        return call
-
-    def stop(self) -> None:
-        self.commands.put(("stop", (), {}))
-        self.process.join(20)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
 
 
 @pytest.fixture
