@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from . import async_link
 from .errors import LockLost, LockNotHeld, LockTimeout
 from .holds import PLAIN, Claim
+from .lock import HeldNames
 
 if TYPE_CHECKING:
     from .node import LockerNode
@@ -55,7 +56,7 @@ class LostLocks:
                 loop.call_soon_threadsafe(lock.mark_lost, lock_id, reason)
 
 
-class AsyncLock:
+class AsyncLock(HeldNames):
     """Names held together for an ``async with`` block (or between ``acquire`` and ``release``).
 
     Not re-entrant. ``acquire`` returns False only when the lock was not granted in time;
@@ -65,28 +66,11 @@ class AsyncLock:
 
     def __init__(self, node: LockerNode, tracker: LostLocks, names: list[str], timeout: float | None,
                  claim: Claim = PLAIN) -> None:
-        self._node = node
+        super().__init__(node, names, timeout, claim)
         self._tracker = tracker
-        self.candidates = tuple(names)  # what was asked for
-        self.names = self.candidates  # what is held: for an any-of lock, the one name granted
-        self.timeout = timeout
-        self.claim = claim
-        self.lock_id: str | None = None
-        self.token: int | None = None
-        self.display: list[str] | None = None  # how errors name it, when not by its names
         self.lost_reason: str | None = None  # why it was taken away, once it was
         self.loop: asyncio.AbstractEventLoop | None = None  # the holder's (set by acquire)
         self._lost: asyncio.Event | None = None
-
-    @property
-    def name(self) -> str:
-        """The (first) name held: for ``lock_any``, the one that was granted."""
-        return self.names[0]
-
-    @property
-    def is_acquired(self) -> bool:
-        """True while held (False once released, lost, or past this locker's own lease clock)."""
-        return self.lock_id is not None and self._node.holds(self.lock_id)
 
     @property
     def lost(self) -> asyncio.Event:
@@ -155,6 +139,3 @@ class AsyncLock:
                 lock_id = self.let_go()
                 if lock_id is not None:
                     await async_link.release(self._node, lock_id)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.display or list(self.names)!r} id={self.lock_id}>"

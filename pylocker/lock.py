@@ -12,13 +12,8 @@ if TYPE_CHECKING:
     from .node import LockerNode
 
 
-class Lock:
-    """Names held together for a with-block (or between ``acquire`` and ``release``).
-
-    Not re-entrant: acquiring a name this locker already holds waits like any other
-    request. ``acquire`` returns False only when the lock was not granted in time;
-    connection and protocol failures raise.
-    """
+class HeldNames:
+    """What a lock is, threaded or asyncio: the names asked for and held, its id and token once granted."""
 
     def __init__(self, node: LockerNode, names: list[str], timeout: float | None, claim: Claim = PLAIN) -> None:
         """``timeout`` None: wait as long as it takes. ``claim``: how (shared, one of them...)."""
@@ -40,6 +35,18 @@ class Lock:
     def is_acquired(self) -> bool:
         """True while this lock is held (False once released, lost, or past this locker's own lease clock)."""
         return self.lock_id is not None and self._node.holds(self.lock_id)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.display or list(self.names)!r} id={self.lock_id}>"
+
+
+class Lock(HeldNames):
+    """Names held together for a with-block (or between ``acquire`` and ``release``).
+
+    Not re-entrant: acquiring a name this locker already holds waits like any other
+    request. ``acquire`` returns False only when the lock was not granted in time;
+    connection and protocol failures raise.
+    """
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` (default: the lock's) for every name; False if not granted.
@@ -86,6 +93,3 @@ class Lock:
             else:
                 lock_id, self.lock_id, self.token = self.lock_id, None, None
                 self._node.release(lock_id)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.display or list(self.names)!r} id={self.lock_id}>"
