@@ -77,6 +77,7 @@ class LockerNode(ServingMixin):
         self._online = Beacon()  # set while serving or connected
         self._closing = False
         self._failover_thread: threading.Thread | None = None
+        self._unfollow: Callable[[], None] | None = None  # stops our following of the election
         self._believe_until: float | None = None  # during a failover: when our locks stop being ours
         self._fresh_session = False  # the next connection starts with no locks (say goodbye first)
         self._request_ids = itertools.count(1)  # never reused under this locker's identity
@@ -159,6 +160,7 @@ class LockerNode(ServingMixin):
         retry = RETRY_FIRST
         while not self._closing:
             try:
+                self._follow(election)
                 if self.can_serve and self._try_serve(election):
                     return True
                 fp = election.read()
@@ -234,6 +236,9 @@ class LockerNode(ServingMixin):
         if term is not None:
             term.resign()
         if self.config.election is not None:
+            unfollow, self._unfollow = self._unfollow, None
+            if unfollow is not None:
+                unfollow()
             self.config.election.close()  # a ZooKeeper session ends here; it reopens on start()
         self.owned.clear()
 
@@ -376,15 +381,6 @@ class LockerNode(ServingMixin):
                 self._dispatcher.submit(callback, lock_id, reason)
 
     # --------------------------------------------------------------- serving
-    def _reclaim(self, link: Link) -> None:
-        """Take back on a new link every lock we still hold; report those refused as lost."""
-        for lock in self.owned.held():
-            if not link.reclaim(lock.lock_id, list(lock.names), lock.token, lock.expires_at, lock.claim):
-                self._lost(lock.lock_id, "failover")
-        link.reclaim_done()
-        link.on_holders = self.watching.notify
-        self.watching.attach(link)
-
     # ------------------------------------------------------------ connecting
     def _open_client(self, address: Address, timeout: float) -> Client:
         config = self.config

@@ -1,4 +1,5 @@
-"""How a locker node serves: winning the election, starting the server, advertising it, giving up.
+"""How a locker node serves and follows the election: winning it, starting the server,
+advertising it, giving up, re-claiming locks on a new link, and moving to a newer server.
 
 A part of ``LockerNode`` (``node.py``), kept apart so that each module has one job.
 """
@@ -9,15 +10,19 @@ import logging
 import os
 import threading
 import time
-from typing import Final
+from typing import Callable, Final
 
+from .client import Client
 from .election.base import ElectionBackend, Fingerprint, Term, first_token
 from .election.serverfile import this_host
 from .errors import ServerFileError
 from .inbox import Inbox
 from .link import DEFAULT_LEASE, Link, NodeConfig, Role
+from .owned import OwnedLocks
 from .server import Server
 from .transport import address as addresses
+from .transport.address import Address
+from .watching import WatchList
 
 MIN_GRACE: Final = 2.0  # seconds a new server waits at least for the previous clients' re-claims
 
@@ -28,12 +33,18 @@ class ServingMixin:
     config: NodeConfig
     unique_name: str
     inbox: Inbox
+    owned: OwnedLocks
+    watching: WatchList
     fingerprint: Fingerprint | None
     _link: Link | None
     _term: Term | None
+    _role: Role
     _role_lock: threading.RLock
     _closing: bool
     _log: logging.Logger
+    _connected_to: Address | None
+    _believe_until: float | None
+    _unfollow: Callable[[], None] | None
 
     @property
     def server(self) -> Server | None:
@@ -46,9 +57,6 @@ class ServingMixin:
         raise NotImplementedError
 
     def _lose_all(self, reason: str) -> None:
-        raise NotImplementedError
-
-    def _reclaim(self, link: Link) -> None:
         raise NotImplementedError
 
     def _start_failover(self) -> None:
@@ -137,3 +145,41 @@ class ServingMixin:
             election.publish(fingerprint)
         except (OSError, ServerFileError) as exc:
             self._log.error("cannot refresh server file %r: %s", election.description, exc)
+
+    def _reclaim(self, link: Link) -> None:
+        """Take back on a new link every lock we still hold; report those refused as lost."""
+        for lock in self.owned.held():
+            if not link.reclaim(lock.lock_id, list(lock.names), lock.token, lock.expires_at, lock.claim):
+                self._lost(lock.lock_id, "failover")
+        link.reclaim_done()
+        link.on_holders = self.watching.notify
+        self.watching.attach(link)
+
+    # ------------------------------------------------------- following
+    def _follow(self, election: ElectionBackend) -> None:
+        if self._unfollow is None:
+            self._unfollow = election.follow(self._election_changed)
+
+    def _election_changed(self, published: Fingerprint) -> None:
+        """The election named a server: a client of an older epoch moves to it now.
+
+        A server cut off silently (a cable, a firewall) keeps its clients' links open until
+        their lease runs out; its successor may serve well before. Runs on the backend's
+        thread, which must never wait: a locker changing roles already reads the election.
+        """
+        link, current = self._link, self.fingerprint
+        if (published.stopped or current is None or published.epoch <= current.epoch
+                or not isinstance(link, Client) or self._connected_to is not None):
+            return
+        if not self._role_lock.acquire(blocking=False):
+            return  # starting, failing over or stopping: it reads the election itself
+        try:
+            if self._closing or self._link is not link or self._role is not Role.CONNECTED:
+                return
+            self._log.warning("%s: the election names a newer server, %s of epoch %d; leaving %s of epoch %d",
+                              self.config.name, published.name or published.unique_name, published.epoch,
+                              current.name or current.unique_name, current.epoch)
+            self._believe_until = link.valid_until  # our locks stay ours until re-claimed, or the lease
+            self._start_failover()
+        finally:
+            self._role_lock.release()

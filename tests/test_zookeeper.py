@@ -132,6 +132,60 @@ def test_publish_read_and_looks_alive(pair: Any) -> None:
     assert b.read() == seen
 
 
+def test_followers_hear_every_new_fingerprint_until_they_unfollow_or_the_session_ends(pair: Any) -> None:
+    from conftest import wait_for
+
+    a, b = pair
+    heard: list[str] = []
+    stays: list[str] = []
+    unfollow = b.follow(lambda fp: heard.append(fp.unique_name))
+    b.follow(lambda fp: stays.append(fp.unique_name))
+    term = a.campaign()
+    assert term is not None
+    a.publish(_fingerprint("first", term.epoch))
+    wait_for(lambda: heard == ["first"] and stays == ["first"], timeout=5)
+    unfollow()
+    a.publish(_fingerprint("second", term.epoch))
+    wait_for(lambda: stays == ["first", "second"], timeout=5)
+    b.close()  # the watch ends with the session
+    a.publish(_fingerprint("third", term.epoch))
+    _wait_read(a, lambda fp: fp is not None and fp.unique_name == "third")
+    b.follow(lambda fp: stays.append(fp.unique_name))  # a new session: what is there now, then changes
+    wait_for(lambda: stays == ["first", "second", "third"], timeout=5)
+    assert heard == ["first"]
+
+
+def test_a_client_of_a_server_cut_off_silently_moves_when_zookeeper_names_its_successor(zookeeper: Any) -> None:
+    from conftest import wait_for
+
+    url = _url(zookeeper)
+    old = ServerLocker("pw", serverFile=url, port=0, lease=30)
+    client = ServerLocker("pw", serverFile=url, port=0, lease=30, reconnect=True, allowServing=False)
+    new = None
+    try:
+        assert old.isServer
+        assert client.isClient
+        ok, lock_id = client.acquire_lock("x", timeout=5)
+        assert ok
+        # Cut the old server from ZooKeeper without its knowing (its term check says all is well,
+        # as during the budget of a real partition); its link to the client stays open.
+        term: Any = old.node._term
+        term.valid = lambda: True
+        old.node.config.election.close()
+        new = ServerLocker("pw", serverFile=url, port=0, lease=30, connectTimeout=15)
+        wait_for(lambda: new.isServer, timeout=15)
+        wait_for(lambda: client.node.fingerprint.epoch == 2 and client.isClient, timeout=5)  # not a 30 s lease
+        assert old.isServer, "the old server noticed by itself: the test shows nothing"
+        wait_for(lambda: "x" in new.lockedPaths, timeout=5)  # re-claimed just after connecting
+        assert new.lockedPaths["x"]["clientUniqueName"] == client.uniqueName
+        assert client.node.holds(lock_id)
+    finally:
+        client.stop()
+        if new is not None:
+            new.stop()
+        old.stop()
+
+
 def test_a_term_that_lost_its_election_can_never_overwrite_its_successors_fingerprint(pair: Any) -> None:
     a, b = pair
     old = a.campaign()

@@ -10,7 +10,7 @@ keep growing across failovers.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple, Protocol
+from typing import Callable, Final, NamedTuple, Protocol
 
 TOKEN_EPOCH_SHIFT: Final = 40  # fencing token = epoch << 40 | grant number within the epoch
 
@@ -71,6 +71,14 @@ class ElectionBackend(Protocol):
 
     def looks_alive(self, fingerprint: Fingerprint) -> bool:
         """Whether the server named by ``fingerprint`` still holds its term, as far as one can tell."""
+
+    def follow(self, on_change: Callable[[Fingerprint], None]) -> Callable[[], None]:
+        """Call ``on_change`` with each fingerprint published from now on; returns the unfollow.
+
+        Called from any thread (ZooKeeper's watch thread), so ``on_change`` must never block.
+        A backend that cannot notify (a server file) never calls it: its lockers learn of a
+        new server when their link to the old one fails.
+        """
 
     def close(self) -> None:
         """Let go of what the backend holds open (a ZooKeeper session); it reopens when used again."""

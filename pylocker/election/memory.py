@@ -8,6 +8,7 @@ how the simulation models a crashed serving process.
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from .base import Fingerprint
 
@@ -36,6 +37,7 @@ class MemoryElectionStore:
         self._term: MemoryTerm | None = None
         self._epoch = 0
         self._fingerprint: Fingerprint | None = None
+        self._followers: list[Callable[[Fingerprint], None]] = []
 
     @property
     def description(self) -> str:
@@ -54,6 +56,19 @@ class MemoryElectionStore:
 
     def publish(self, fingerprint: Fingerprint) -> None:
         self._fingerprint = fingerprint
+        for on_change in list(self._followers):  # on the publisher's thread: followers never block
+            on_change(fingerprint)
+
+    def follow(self, on_change: Callable[[Fingerprint], None]) -> Callable[[], None]:
+        with self._lock:
+            self._followers.append(on_change)
+
+        def unfollow() -> None:
+            with self._lock:
+                if on_change in self._followers:
+                    self._followers.remove(on_change)
+
+        return unfollow
 
     def close(self) -> None:
         """Nothing is held open between calls."""

@@ -24,7 +24,7 @@ import socket
 import stat
 import tempfile
 import time
-from typing import Any, Final
+from typing import Any, Callable, Final
 
 import psutil
 
@@ -41,6 +41,10 @@ FRESH_FINGERPRINT: Final = 10.0  # seconds; a fingerprint from another host this
 LIVE_REFRESH: Final = 3.0
 MAX_SERVER_FILE: Final = 16 * 1024 * 1024  # bytes: about 400,000 client names
 logger = logging.getLogger(__name__)
+
+
+def _no_unfollow() -> None:
+    """What unfollowing a server file does: nothing (it never notifies)."""
 
 
 def this_host() -> str:
@@ -290,6 +294,13 @@ class ServerFileElection:
 
     def publish(self, fingerprint: Fingerprint) -> None:
         write(self.path, fingerprint)
+
+    def follow(self, on_change: Callable[[Fingerprint], None]) -> Callable[[], None]:
+        """Never calls ``on_change``: a file tells nobody it changed (least of all over NFS).
+
+        Its lockers learn of a new server when their link to the old one fails.
+        """
+        return _no_unfollow
 
     def close(self) -> None:
         """Nothing is held open between calls."""

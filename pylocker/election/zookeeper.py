@@ -26,7 +26,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Any, Final
+from typing import Any, Callable, Final
 
 from ..errors import ServerFileError
 from .base import Fingerprint
@@ -130,6 +130,8 @@ class ZooKeeperElection:
         self._published: Fingerprint | None = None
         self._writing: Fingerprint | None = None  # a write in flight; the next waits in _pending
         self._pending: Fingerprint | None = None
+        self._followers: list[Callable[[Fingerprint], None]] = []
+        self._watched: Any = None  # the kazoo client whose data watch on ``server`` feeds the followers
 
     @property
     def description(self) -> str:
@@ -205,6 +207,7 @@ class ZooKeeperElection:
         """End the session (a held term's leader znode goes with it) and stop kazoo's threads."""
         with self._mutex:
             zk, self._zk = self._zk, None
+            self._watched, self._followers = None, []  # the watch ends with the session
         if zk is not None:
             zk.stop()
             zk.close()
@@ -273,6 +276,47 @@ class ZooKeeperElection:
         except NoNodeError:
             return False
         return bool(raw == str(fingerprint.epoch).encode("ascii"))
+
+    # ------------------------------------------------------------- follow
+    def follow(self, on_change: Callable[[Fingerprint], None]) -> Callable[[], None]:
+        """Call ``on_change`` on kazoo's thread with each fingerprint written, until unfollowed or closed."""
+        zk = self.client()
+        with self._mutex:
+            self._followers.append(on_change)
+            start, self._watched = self._watched is not zk, zk
+        if start:
+            def changed(raw: bytes | None, stat: Any, event: Any = None) -> bool | None:
+                return self._server_changed(zk, raw)
+
+            # A DataWatch reads the znode once before returning, retrying for as long as it
+            # takes: on a thread of kazoo's, so that a partition never holds up our caller.
+            zk.handler.spawn(zk.DataWatch, self.server_path, changed)
+
+        def unfollow() -> None:
+            with self._mutex:
+                if on_change in self._followers:
+                    self._followers.remove(on_change)
+
+        return unfollow
+
+    def _server_changed(self, zk: Any, raw: bytes | None) -> bool | None:
+        with self._mutex:
+            if self._watched is not zk:
+                return False  # closed, or a new session watches: kazoo drops this watch
+            followers = list(self._followers)
+        if not raw or not followers:
+            return None
+        try:
+            fingerprint = decode(raw, f"znode {self.server_path} of {self.config.url}")
+        except ServerFileError as exc:
+            logger.warning("%s", exc)
+            return None
+        for on_change in followers:
+            try:
+                on_change(fingerprint)
+            except Exception:  # one follower's bug must not end the watch for the others
+                logger.exception("a follower of %s failed", self.description)
+        return None
 
     # ------------------------------------------------------------ publish
     def publish(self, fingerprint: Fingerprint) -> None:
