@@ -17,6 +17,10 @@ Writes ``zookeeper.json`` and ``zookeeper.md``. In one run:
   fingerprint, and to the client's first new grant (re-claim grace included),
   median of ``--rounds`` fresh fleets. Every round's fenced-register history is
   checked. Skipped, saying why, without root, iproute2 or ZooKeeper.
+* **silent cut**: the same fleets with the default 5 s lease (``--lease``), but the serving
+  machine's cable is pulled instead: its links go silent (no reset), so only the
+  election can tell the client early. From the cut to the client's first grant by
+  the next epoch, and how many of the client's locks lapsed meanwhile.
 
 Every process is started here, stopped by PID; namespaces are removed at the end.
 """
@@ -46,9 +50,11 @@ from netns import netns_unavailable  # noqa: E402
 from zkserver import ZooKeeperUnavailable, start_zookeeper, zookeeper_unavailable  # noqa: E402
 
 from pylocker import ServerLocker  # noqa: E402
+from tests.faults.checker import load_history  # noqa: E402
 
 PASSWORD = "bench-zookeeper"
 SESSION = 4.0
+DEFAULT_LEASE = 5.0  # the library's default: with a 4 s session the next server comes before it lapses
 
 
 def serve(server_file: str, workdir: Path) -> subprocess.Popen[str]:
@@ -141,6 +147,36 @@ def failover(rounds: int, workdir: Path) -> dict[str, Any]:
             "violations": violations}
 
 
+def silent_cut(rounds: int, workdir: Path, lease: float = DEFAULT_LEASE) -> dict[str, Any]:
+    """The serving machine's cable pulled: from the cut to the client's first grant by the next epoch."""
+    reason = netns_unavailable() or zookeeper_unavailable()
+    if reason is not None:
+        return {"skipped": reason}
+    from zkfleet import ZooKeeperFleet
+
+    granted, lapses, violations = [], [], 0
+    for index in range(rounds):
+        fleet = ZooKeeperFleet(str(workdir / f"cut-{index}"), candidates=3, session=SESSION, lease=lease)
+        try:
+            serving = fleet.start(clients=1)
+            cut_at = time.monotonic()
+            fleet.machines.cut(fleet.machine_of(serving))
+            if fleet.next_server(serving, SESSION + 10) is None:
+                raise RuntimeError("no new server after the cut")
+            first = fleet.first_grant_after(cut_at, 30, epoch=fleet.serving_epoch)
+            if first is None:
+                raise RuntimeError("no grant after the cut")
+            granted.append(first - cut_at)
+            lapses.append(sum(1 for path in fleet.cluster.history_paths() for event in load_history(path)
+                              if event["ev"] == "lost" and event["t"] > cut_at))
+            violations += len(fleet.finish().violations)
+        finally:
+            fleet.close()
+        say(f"silent cut round {index + 1}: first grant after {granted[-1]:.2f} s, {lapses[-1]} locks lost")
+    return {"session_timeout": SESSION, "lease": lease, "first_grant_s": granted,
+            "median_first_grant_s": statistics.median(granted), "locks_lost": lapses, "violations": violations}
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"# ZooKeeper election ({res['meta']['when']}, {res['meta']['git']})", ""]
     path = res["lock_path"]
@@ -164,6 +200,18 @@ def markdown(res: dict[str, Any]) -> str:
                   f"| kill -> first new grant | {fail['median_first_grant_s']:.2f} s | "
                   + ", ".join(f"{v:.2f}" for v in fail["first_grant_s"]) + " |",
                   f"| fenced-register violations | {fail['violations']} | |"]
+    cut = res.get("silent_cut")
+    if cut is not None and "skipped" in cut:
+        lines += ["", f"Silent cut: skipped ({cut['skipped']})"]
+    elif cut is not None:
+        lines += ["", f"Silent cut of the serving machine's cable, lease {cut['lease']:g} s, session timeout "
+                  f"{cut['session_timeout']:g} s, {len(cut['first_grant_s'])} fresh fleets:", "",
+                  "| | median | all |", "|---|---|---|",
+                  f"| cut -> first grant by the next epoch | {cut['median_first_grant_s']:.2f} s | "
+                  + ", ".join(f"{v:.2f}" for v in cut["first_grant_s"]) + " |",
+                  f"| client locks lost (lease lapsed) | {sum(cut['locks_lost'])} | "
+                  + ", ".join(str(v) for v in cut["locks_lost"]) + " |",
+                  f"| fenced-register violations | {cut['violations']} | |"]
     return "\n".join(lines) + "\n"
 
 
@@ -174,14 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=0.0, help="seconds per lock-path round (default 3)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with every log")
+    parser.add_argument("--lease", type=float, default=DEFAULT_LEASE, help="the silent cut's lease (default 5 s)")
+    parser.add_argument("--only", default="lock_path,failover,silent_cut",
+                        help="comma-separated figures to run (default: all three)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="pylocker-bench-zk-"))
     res: dict[str, Any] = {"meta": {**machine_meta(REPO, args.quick), "rounds": rounds, "seconds": seconds}}
-    res["lock_path"] = lock_path(rounds, seconds, workdir)
-    res["failover"] = failover(rounds, workdir)
+    only = set(args.only.split(","))
+    skipped = {"skipped": "not asked for (--only)"}
+    res["lock_path"] = lock_path(rounds, seconds, workdir) if "lock_path" in only else skipped
+    res["failover"] = failover(rounds, workdir) if "failover" in only else skipped
+    res["silent_cut"] = silent_cut(rounds, workdir, args.lease) if "silent_cut" in only else skipped
     close_meta(res, REPO, started)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

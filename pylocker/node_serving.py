@@ -50,6 +50,10 @@ class ServingMixin:
     def server(self) -> Server | None:
         raise NotImplementedError
 
+    @property
+    def can_serve(self) -> bool:
+        raise NotImplementedError
+
     def _set_role(self, role: Role) -> None:
         raise NotImplementedError
 
@@ -160,24 +164,33 @@ class ServingMixin:
         if self._unfollow is None:
             self._unfollow = election.follow(self._election_changed)
 
-    def _election_changed(self, published: Fingerprint) -> None:
-        """The election named a server: a client of an older epoch moves to it now.
+    def _election_changed(self, published: Fingerprint | None) -> None:
+        """The election named a server, or (None) has nobody: an elected client moves now.
 
         A server cut off silently (a cable, a firewall) keeps its clients' links open until
-        their lease runs out; its successor may serve well before. Runs on the backend's
-        thread, which must never wait: a locker changing roles already reads the election.
+        their lease runs out; its successor may serve well before. So a client moves when a
+        newer epoch is named, and a candidate campaigns as soon as the term is vacant. Runs
+        on the backend's thread, which must never wait: a locker changing roles already
+        reads the election.
         """
         link, current = self._link, self.fingerprint
-        if (published.stopped or current is None or published.epoch <= current.epoch
-                or not isinstance(link, Client) or self._connected_to is not None):
+        if not isinstance(link, Client) or self._connected_to is not None or current is None:
             return
+        if published is None:
+            if not self.can_serve:
+                return  # a client waits for the next server's fingerprint
+            why = "nobody holds the election any more: campaigning"
+        elif published.stopped or published.epoch <= current.epoch:
+            return
+        else:
+            why = f"the election names a newer server, {published.name or published.unique_name} of epoch " \
+                  f"{published.epoch}"
         if not self._role_lock.acquire(blocking=False):
             return  # starting, failing over or stopping: it reads the election itself
         try:
             if self._closing or self._link is not link or self._role is not Role.CONNECTED:
                 return
-            self._log.warning("%s: the election names a newer server, %s of epoch %d; leaving %s of epoch %d",
-                              self.config.name, published.name or published.unique_name, published.epoch,
+            self._log.warning("%s: %s; leaving %s of epoch %d", self.config.name, why,
                               current.name or current.unique_name, current.epoch)
             self._believe_until = link.valid_until  # our locks stay ours until re-claimed, or the lease
             self._start_failover()

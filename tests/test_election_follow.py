@@ -71,6 +71,22 @@ def test_a_client_moves_to_a_newer_server_as_soon_as_the_election_names_it(
     assert other.acquire_lock("precious", timeout=5)[0]
 
 
+def test_a_standby_candidate_campaigns_as_soon_as_the_term_is_vacant(
+        store: MemoryElectionStore, make: Callable[..., ServerLocker]) -> None:
+    old = make("old", True)
+    standby = make("standby", True)  # a candidate: a client while another serves
+    client = make("client", False)
+    ok, lock_id = client.acquire_lock("precious")
+    assert ok and standby.isClient
+    _unaware(old)
+    store.kill()  # the term ends (ZooKeeper expired the old server's session): nobody holds it
+    wait_for(lambda: standby.isServer, timeout=5)  # not a 30 s lease later
+    assert store.epoch == 2 and old.isServer
+    wait_for(lambda: client.node.fingerprint.epoch == 2 and "precious" in standby.lockedPaths, timeout=5)
+    assert standby.lockedPaths["precious"]["clientUniqueName"] == client.uniqueName
+    assert client.release_lock(lock_id) == (True, 1)
+
+
 def test_a_fingerprint_of_the_same_or_an_older_epoch_moves_nobody(
         store: MemoryElectionStore, make: Callable[..., ServerLocker]) -> None:
     server = make("server", True)
@@ -81,6 +97,7 @@ def test_a_fingerprint_of_the_same_or_an_older_epoch_moves_nobody(
     store.publish(current._replace(unique_name="impostor", address="memory://nowhere"))
     store.publish(current._replace(unique_name="ancient", address="memory://nowhere", epoch=0))
     store.publish(current._replace(epoch=9, stopped=True))  # a server that stopped is not joined
+    store._tell(None)  # a vacancy moves only candidates, and this client is none
     assert client.node.link is link and client.isClient and client.node.fingerprint.epoch == 1
     assert client.acquire_lock("still-here", timeout=5)[0] and server.isServer
 

@@ -138,8 +138,9 @@ def test_followers_hear_every_new_fingerprint_until_they_unfollow_or_the_session
     a, b = pair
     heard: list[str] = []
     stays: list[str] = []
-    unfollow = b.follow(lambda fp: heard.append(fp.unique_name))
-    b.follow(lambda fp: stays.append(fp.unique_name))
+    # None (nobody holds the election) may come first, depending on when the watch first reads.
+    unfollow = b.follow(lambda fp: fp is not None and heard.append(fp.unique_name))
+    b.follow(lambda fp: fp is not None and stays.append(fp.unique_name))
     term = a.campaign()
     assert term is not None
     a.publish(_fingerprint("first", term.epoch))
@@ -150,9 +151,24 @@ def test_followers_hear_every_new_fingerprint_until_they_unfollow_or_the_session
     b.close()  # the watch ends with the session
     a.publish(_fingerprint("third", term.epoch))
     _wait_read(a, lambda fp: fp is not None and fp.unique_name == "third")
-    b.follow(lambda fp: stays.append(fp.unique_name))  # a new session: what is there now, then changes
+    b.follow(lambda fp: fp is not None and stays.append(fp.unique_name))  # a new session: what is there now
     wait_for(lambda: stays == ["first", "second", "third"], timeout=5)
     assert heard == ["first"]
+
+
+def test_followers_hear_none_when_a_term_ends_without_a_successor(pair: Any) -> None:
+    from conftest import wait_for
+
+    a, b = pair
+    term = a.campaign()
+    assert term is not None
+    a.publish(_fingerprint("serving", term.epoch))
+    told: list[str | None] = []
+    b.follow(lambda fp: told.append(None if fp is None else fp.unique_name))
+    wait_for(lambda: told == ["serving"], timeout=5)  # the leader znode is there: only the fingerprint
+    a.close()  # the session ends (a crash, an expiry): the leader znode goes with it
+    wait_for(lambda: told == ["serving", None], timeout=5)
+    assert b.campaign() is not None  # vacant indeed
 
 
 def test_a_client_of_a_server_cut_off_silently_moves_when_zookeeper_names_its_successor(zookeeper: Any) -> None:
@@ -296,6 +312,32 @@ def test_lockers_elect_lock_and_fail_over_through_zookeeper(zookeeper: Any) -> N
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_standby_candidate_campaigns_when_zookeeper_ends_the_silent_servers_session(zookeeper: Any) -> None:
+    from conftest import wait_for
+
+    url = _url(zookeeper)
+    old = ServerLocker("pw", serverFile=url, port=0, lease=30)
+    standby = ServerLocker("pw", serverFile=url, port=0, lease=30, reconnect=True)
+    client = ServerLocker("pw", serverFile=url, port=0, lease=30, reconnect=True, allowServing=False)
+    try:
+        assert old.isServer
+        assert standby.isClient
+        ok, lock_id = client.acquire_lock("x", timeout=5)
+        assert ok
+        term: Any = old.node._term
+        term.valid = lambda: True  # cut off without knowing it, as in a real partition's budget
+        old.node.config.election.close()  # its session ends: the leader znode goes
+        wait_for(lambda: standby.isServer, timeout=5)  # not when its 30 s lease runs out
+        assert old.isServer, "the old server noticed by itself: the test shows nothing"
+        wait_for(lambda: client.node.fingerprint.epoch == 2 and "x" in standby.lockedPaths, timeout=5)
+        assert standby.lockedPaths["x"]["clientUniqueName"] == client.uniqueName
+        assert client.node.holds(lock_id)
+    finally:
+        client.stop()
+        standby.stop()
+        old.stop()
 
 
 # ----------------------------------------------------------------------- TLS

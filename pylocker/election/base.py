@@ -72,12 +72,13 @@ class ElectionBackend(Protocol):
     def looks_alive(self, fingerprint: Fingerprint) -> bool:
         """Whether the server named by ``fingerprint`` still holds its term, as far as one can tell."""
 
-    def follow(self, on_change: Callable[[Fingerprint], None]) -> Callable[[], None]:
+    def follow(self, on_change: Callable[[Fingerprint | None], None]) -> Callable[[], None]:
         """Call ``on_change`` with each fingerprint published from now on; returns the unfollow.
 
-        Called from any thread (ZooKeeper's watch thread), so ``on_change`` must never block.
-        A backend that cannot notify (a server file) never calls it: its lockers learn of a
-        new server when their link to the old one fails.
+        ``on_change(None)``: a term ended and nobody holds the election (a candidate may
+        campaign now). Called from any thread (ZooKeeper's watch thread), so ``on_change``
+        must never block. A backend that cannot notify (a server file) never calls it: its
+        lockers learn of a new server when their link to the old one fails.
         """
 
     def close(self) -> None:

@@ -37,7 +37,7 @@ class MemoryElectionStore:
         self._term: MemoryTerm | None = None
         self._epoch = 0
         self._fingerprint: Fingerprint | None = None
-        self._followers: list[Callable[[Fingerprint], None]] = []
+        self._followers: list[Callable[[Fingerprint | None], None]] = []
 
     @property
     def description(self) -> str:
@@ -56,10 +56,13 @@ class MemoryElectionStore:
 
     def publish(self, fingerprint: Fingerprint) -> None:
         self._fingerprint = fingerprint
-        for on_change in list(self._followers):  # on the publisher's thread: followers never block
+        self._tell(fingerprint)
+
+    def _tell(self, fingerprint: Fingerprint | None) -> None:
+        for on_change in list(self._followers):  # on the caller's thread: followers never block
             on_change(fingerprint)
 
-    def follow(self, on_change: Callable[[Fingerprint], None]) -> Callable[[], None]:
+    def follow(self, on_change: Callable[[Fingerprint | None], None]) -> Callable[[], None]:
         with self._lock:
             self._followers.append(on_change)
 
@@ -90,5 +93,8 @@ class MemoryElectionStore:
     def _end(self, term: MemoryTerm) -> None:
         with self._lock:
             term.held = False
-            if self._term is term:
+            vacant = self._term is term
+            if vacant:
                 self._term = None
+        if vacant:
+            self._tell(None)

@@ -295,7 +295,7 @@ class ServerFileElection:
     def publish(self, fingerprint: Fingerprint) -> None:
         write(self.path, fingerprint)
 
-    def follow(self, on_change: Callable[[Fingerprint], None]) -> Callable[[], None]:
+    def follow(self, on_change: Callable[[Fingerprint | None], None]) -> Callable[[], None]:
         """Never calls ``on_change``: a file tells nobody it changed (least of all over NFS).
 
         Its lockers learn of a new server when their link to the old one fails.

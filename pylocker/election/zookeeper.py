@@ -130,8 +130,8 @@ class ZooKeeperElection:
         self._published: Fingerprint | None = None
         self._writing: Fingerprint | None = None  # a write in flight; the next waits in _pending
         self._pending: Fingerprint | None = None
-        self._followers: list[Callable[[Fingerprint], None]] = []
-        self._watched: Any = None  # the kazoo client whose data watch on ``server`` feeds the followers
+        self._followers: list[Callable[[Fingerprint | None], None]] = []
+        self._watched: Any = None  # the kazoo client whose data watches feed the followers
 
     @property
     def description(self) -> str:
@@ -278,19 +278,24 @@ class ZooKeeperElection:
         return bool(raw == str(fingerprint.epoch).encode("ascii"))
 
     # ------------------------------------------------------------- follow
-    def follow(self, on_change: Callable[[Fingerprint], None]) -> Callable[[], None]:
-        """Call ``on_change`` on kazoo's thread with each fingerprint written, until unfollowed or closed."""
+    def follow(self, on_change: Callable[[Fingerprint | None], None]) -> Callable[[], None]:
+        """Call ``on_change`` on kazoo's thread with each fingerprint written, and None when the
+        ``leader`` znode goes (a term ended: a candidate may campaign), until unfollowed or closed."""
         zk = self.client()
         with self._mutex:
             self._followers.append(on_change)
             start, self._watched = self._watched is not zk, zk
         if start:
-            def changed(raw: bytes | None, stat: Any, event: Any = None) -> bool | None:
-                return self._server_changed(zk, raw)
+            def server_changed(raw: bytes | None, stat: Any, event: Any = None) -> bool | None:
+                return self._changed(zk, raw, self._decode_server)
 
-            # A DataWatch reads the znode once before returning, retrying for as long as it
-            # takes: on a thread of kazoo's, so that a partition never holds up our caller.
-            zk.handler.spawn(zk.DataWatch, self.server_path, changed)
+            def leader_changed(raw: bytes | None, stat: Any, event: Any = None) -> bool | None:
+                return self._changed(zk, raw, None)
+
+            # A DataWatch reads its znode once before returning, retrying for as long as it
+            # takes: on threads of kazoo's, so that a partition never holds up our caller.
+            zk.handler.spawn(zk.DataWatch, self.server_path, server_changed)
+            zk.handler.spawn(zk.DataWatch, self.leader_path, leader_changed)
 
         def unfollow() -> None:
             with self._mutex:
@@ -299,21 +304,27 @@ class ZooKeeperElection:
 
         return unfollow
 
-    def _server_changed(self, zk: Any, raw: bytes | None) -> bool | None:
+    def _decode_server(self, raw: bytes) -> Fingerprint:
+        return decode(raw, f"znode {self.server_path} of {self.config.url}")
+
+    def _changed(self, zk: Any, raw: bytes | None, decoder: Callable[[bytes], Fingerprint] | None) -> bool | None:
+        """A watched znode changed: the server's (``decoder`` given) or the leader's (told only when gone)."""
         with self._mutex:
             if self._watched is not zk:
                 return False  # closed, or a new session watches: kazoo drops this watch
             followers = list(self._followers)
-        if not raw or not followers:
+        if decoder is None and raw is not None:
+            return None  # a new leader: its fingerprint follows
+        if decoder is not None and not raw:
             return None
         try:
-            fingerprint = decode(raw, f"znode {self.server_path} of {self.config.url}")
+            told = None if decoder is None or raw is None else decoder(raw)
         except ServerFileError as exc:
             logger.warning("%s", exc)
             return None
         for on_change in followers:
             try:
-                on_change(fingerprint)
+                on_change(told)
             except Exception:  # one follower's bug must not end the watch for the others
                 logger.exception("a follower of %s failed", self.description)
         return None
