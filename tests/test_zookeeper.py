@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from pylocker import ServerLocker
 from pylocker.election import backend_for, read_fingerprint
@@ -133,8 +134,6 @@ def test_publish_read_and_looks_alive(pair: Any) -> None:
 
 
 def test_followers_hear_every_new_fingerprint_until_they_unfollow_or_the_session_ends(pair: Any) -> None:
-    from conftest import wait_for
-
     a, b = pair
     heard: list[str] = []
     stays: list[str] = []
@@ -157,8 +156,6 @@ def test_followers_hear_every_new_fingerprint_until_they_unfollow_or_the_session
 
 
 def test_followers_hear_none_when_a_term_ends_without_a_successor(pair: Any) -> None:
-    from conftest import wait_for
-
     a, b = pair
     term = a.campaign()
     assert term is not None
@@ -171,9 +168,15 @@ def test_followers_hear_none_when_a_term_ends_without_a_successor(pair: Any) -> 
     assert b.campaign() is not None  # vacant indeed
 
 
-def test_a_client_of_a_server_cut_off_silently_moves_when_zookeeper_names_its_successor(zookeeper: Any) -> None:
-    from conftest import wait_for
+def _cut_off_unaware(server: ServerLocker) -> None:
+    """End ``server``'s ZooKeeper session (its leader znode goes) without its knowing, as during
+    a real partition's budget: its term check says all is well, its links to clients stay open."""
+    term: Any = server.node._term
+    term.valid = lambda: True
+    server.node.config.election.close()
 
+
+def test_a_client_of_a_server_cut_off_silently_moves_when_zookeeper_names_its_successor(zookeeper: Any) -> None:
     url = _url(zookeeper)
     old = ServerLocker("pw", serverFile=url, port=0, lease=30)
     client = ServerLocker("pw", serverFile=url, port=0, lease=30, reconnect=True, allowServing=False)
@@ -183,11 +186,7 @@ def test_a_client_of_a_server_cut_off_silently_moves_when_zookeeper_names_its_su
         assert client.isClient
         ok, lock_id = client.acquire_lock("x", timeout=5)
         assert ok
-        # Cut the old server from ZooKeeper without its knowing (its term check says all is well,
-        # as during the budget of a real partition); its link to the client stays open.
-        term: Any = old.node._term
-        term.valid = lambda: True
-        old.node.config.election.close()
+        _cut_off_unaware(old)
         new = ServerLocker("pw", serverFile=url, port=0, lease=30, connectTimeout=15)
         wait_for(lambda: new.isServer, timeout=15)
         wait_for(lambda: client.node.fingerprint.epoch == 2 and client.isClient, timeout=5)  # not a 30 s lease
@@ -315,8 +314,6 @@ def test_lockers_elect_lock_and_fail_over_through_zookeeper(zookeeper: Any) -> N
 
 
 def test_a_standby_candidate_campaigns_when_zookeeper_ends_the_silent_servers_session(zookeeper: Any) -> None:
-    from conftest import wait_for
-
     url = _url(zookeeper)
     old = ServerLocker("pw", serverFile=url, port=0, lease=30)
     standby = ServerLocker("pw", serverFile=url, port=0, lease=30, reconnect=True)
@@ -326,9 +323,7 @@ def test_a_standby_candidate_campaigns_when_zookeeper_ends_the_silent_servers_se
         assert standby.isClient
         ok, lock_id = client.acquire_lock("x", timeout=5)
         assert ok
-        term: Any = old.node._term
-        term.valid = lambda: True  # cut off without knowing it, as in a real partition's budget
-        old.node.config.election.close()  # its session ends: the leader znode goes
+        _cut_off_unaware(old)
         wait_for(lambda: standby.isServer, timeout=5)  # not when its 30 s lease runs out
         assert old.isServer, "the old server noticed by itself: the test shows nothing"
         wait_for(lambda: client.node.fingerprint.epoch == 2 and "x" in standby.lockedPaths, timeout=5)
