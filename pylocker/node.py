@@ -380,7 +380,6 @@ class LockerNode(ServingMixin):
             for callback in self._lost_callbacks:
                 self._dispatcher.submit(callback, lock_id, reason)
 
-    # --------------------------------------------------------------- serving
     # ------------------------------------------------------------ connecting
     def _open_client(self, address: Address, timeout: float) -> Client:
         config = self.config

@@ -287,10 +287,17 @@ class ZooKeeperElection:
             start, self._watched = self._watched is not zk, zk
         if start:
             def server_changed(raw: bytes | None, stat: Any, event: Any = None) -> bool | None:
-                return self._changed(zk, raw, self._decode_server)
+                if not raw:
+                    return self._tell(zk, ())
+                try:
+                    return self._tell(zk, (decode(raw, f"znode {self.server_path} of {self.config.url}"),))
+                except ServerFileError as exc:
+                    logger.warning("%s", exc)
+                    return self._tell(zk, ())
 
             def leader_changed(raw: bytes | None, stat: Any, event: Any = None) -> bool | None:
-                return self._changed(zk, raw, None)
+                # A new leader is told by the fingerprint it writes; its znode's end is a vacancy.
+                return self._tell(zk, (None,) if raw is None else ())
 
             # A DataWatch reads its znode once before returning, retrying for as long as it
             # takes: on threads of kazoo's, so that a partition never holds up our caller.
@@ -304,29 +311,18 @@ class ZooKeeperElection:
 
         return unfollow
 
-    def _decode_server(self, raw: bytes) -> Fingerprint:
-        return decode(raw, f"znode {self.server_path} of {self.config.url}")
-
-    def _changed(self, zk: Any, raw: bytes | None, decoder: Callable[[bytes], Fingerprint] | None) -> bool | None:
-        """A watched znode changed: the server's (``decoder`` given) or the leader's (told only when gone)."""
+    def _tell(self, zk: Any, news: tuple[Fingerprint | None, ...]) -> bool | None:
+        """Give the followers ``news`` (nothing, or one item); False once ``zk`` watches no more."""
         with self._mutex:
             if self._watched is not zk:
                 return False  # closed, or a new session watches: kazoo drops this watch
             followers = list(self._followers)
-        if decoder is None and raw is not None:
-            return None  # a new leader: its fingerprint follows
-        if decoder is not None and not raw:
-            return None
-        try:
-            told = None if decoder is None or raw is None else decoder(raw)
-        except ServerFileError as exc:
-            logger.warning("%s", exc)
-            return None
-        for on_change in followers:
-            try:
-                on_change(told)
-            except Exception:  # one follower's bug must not end the watch for the others
-                logger.exception("a follower of %s failed", self.description)
+        for told in news:
+            for on_change in followers:
+                try:
+                    on_change(told)
+                except Exception:  # one follower's bug must not end the watch for the others
+                    logger.exception("a follower of %s failed", self.description)
         return None
 
     # ------------------------------------------------------------ publish
