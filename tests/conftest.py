@@ -3,12 +3,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from typing import Any, Callable, Iterator
 
 import pytest
 from zkserver import ZooKeeper, ZooKeeperUnavailable, start_zookeeper
 
 from pylocker import ServerLocker
+from pylocker.election.memory import MemoryElectionStore
 
 PASSWORD = "test-password"
 
@@ -54,6 +56,32 @@ def make_locker(server_file: str) -> Iterator[Callable[..., ServerLocker]]:
 
     yield make
     for locker in made:
+        locker.stop()
+
+
+@pytest.fixture
+def memory_store() -> MemoryElectionStore:
+    """An election held in memory, for lockers in this process."""
+    return MemoryElectionStore(f"test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def make_memory_locker(memory_store: MemoryElectionStore) -> Iterator[Callable[..., ServerLocker]]:
+    """``make(name, serve)``: a started locker elected through ``memory_store``, on the memory
+    transport, reconnecting, with a 30 s lease (so that only the election moves it quickly)."""
+    made: list[ServerLocker] = []
+    tag = uuid.uuid4().hex[:8]
+
+    def make(name: str, serve: bool) -> ServerLocker:
+        locker = ServerLocker(PASSWORD, name=name, serverFile=False, autoconnect=False, reconnect=True,
+                              allowServing=serve, listen_address=f"memory://{name}-{tag}", lease=30)
+        locker.node.config.election = memory_store
+        made.append(locker)
+        assert locker.start()
+        return locker
+
+    yield make
+    for locker in reversed(made):
         locker.stop()
 
 
