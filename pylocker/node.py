@@ -381,7 +381,8 @@ class LockerNode(ServingMixin):
                 self._dispatcher.submit(callback, lock_id, reason)
 
     # ------------------------------------------------------------ connecting
-    def _open_client(self, address: Address, timeout: float) -> Client:
+    def _open_client(self, address: Address, timeout: float, reclaim: bool = False) -> Client:
+        """Connect to ``address`` (and, after a failover, ``reclaim`` our locks) before it becomes our link."""
         config = self.config
         made: list[Client] = []  # the client, for its own connection-lost callback
         client = Client(address, config.security(), name=config.name,
@@ -394,6 +395,14 @@ class LockerNode(ServingMixin):
         client.on_holders = self.watching.notify
         welcome = client.connect(timeout, fresh=self._fresh_session)
         self._fresh_session = False
+        if reclaim:
+            # Before anybody else uses the link: until then, our locks are believed held (holds())
+            # and calls wait for it, so that none is released before it is taken back.
+            try:
+                self._reclaim(client)
+            except BaseException:
+                client.close(say_bye=False)
+                raise
         with self._role_lock:
             self._link = client
             self.fingerprint = Fingerprint(welcome.server_unique_name, time.time(), address.host or address.url,
@@ -472,7 +481,7 @@ class LockerNode(ServingMixin):
     def _rejoin(self, lost: Fingerprint | None, elapsed: float) -> bool:
         """One attempt to serve or to connect again; re-claims our locks on success."""
         if self._connected_to is not None:
-            client = self._open_client(self._connected_to, FAILOVER_CONNECT)
+            self._open_client(self._connected_to, FAILOVER_CONNECT, reclaim=True)
         else:
             election = self.config.election
             if election is None:
@@ -488,7 +497,6 @@ class LockerNode(ServingMixin):
             # The server just lost looks alive until its ZooKeeper session ends: it is probed
             # briefly, so that the next campaign, or the successor's fingerprint, comes soon after.
             wait = LOST_PROBE if same else FAILOVER_CONNECT
-            client = self._open_client(addresses.parse(fp.address, fp.port), wait)
-        self._reclaim(client)
+            self._open_client(addresses.parse(fp.address, fp.port), wait, reclaim=True)
         return True
 

@@ -96,6 +96,7 @@ class ServingMixin:
                 self.unique_name, time.time(), addresses.advertised(reach.host) if reach.is_tcp else reach.url,
                 reach.port or bound.port, os.getpid(), config.name, term.epoch, (), this_host())
             election.publish(fingerprint)
+            self._reclaim(server)  # before it becomes our link (see LockerNode._open_client)
         except BaseException:
             server.stop()
             term.resign()
@@ -105,7 +106,6 @@ class ServingMixin:
             self._set_role(Role.SERVING)
         self._log.info("%s serves on %s (election %s, epoch %d%s)", config.name, bound, election.description,
                        term.epoch, ", recovering" if recover_from else "")
-        self._reclaim(server)
         return True
 
     def _refresh_fingerprint(self) -> None:
