@@ -236,9 +236,7 @@ class LockerNode(ServingMixin):
         if term is not None:
             term.resign()
         if self.config.election is not None:
-            unfollow, self._unfollow = self._unfollow, None
-            if unfollow is not None:
-                unfollow()
+            self._stop_following()
             self.config.election.close()  # a ZooKeeper session ends here; it reopens on start()
         self.owned.clear()
 
@@ -395,9 +393,7 @@ class LockerNode(ServingMixin):
         client.on_holders = self.watching.notify
         welcome = client.connect(timeout, fresh=self._fresh_session)
         self._fresh_session = False
-        if reclaim:
-            # Before anybody else uses the link: until then, our locks are believed held (holds())
-            # and calls wait for it, so that none is released before it is taken back.
+        if reclaim:  # before others use it: till then holds() believes our locks, and calls wait
             try:
                 self._reclaim(client)
             except BaseException:

@@ -164,6 +164,11 @@ class ServingMixin:
         if self._unfollow is None:
             self._unfollow = election.follow(self._election_changed)
 
+    def _stop_following(self) -> None:
+        unfollow, self._unfollow = self._unfollow, None
+        if unfollow is not None:
+            unfollow()
+
     def _election_changed(self, published: Fingerprint | None) -> None:
         """The election named a server, or (None) has nobody: an elected client moves now.
 
