@@ -104,6 +104,25 @@ def test_one_campaign_wins_and_epochs_keep_growing(pair: Any) -> None:
     assert second.valid()
 
 
+def test_a_term_given_up_past_its_budget_frees_the_election_while_its_session_lives(pair: Any) -> None:
+    # A server paused for longer than its budget but shorter than the session timeout stops
+    # serving when it wakes; its session lives on, and so would its leader znode, barring
+    # every campaign for as long as its process lives (found by the fault suite through ZooKeeper).
+    a, b = pair
+    term = a.campaign()
+    assert term is not None
+    term._confirmed_at -= 100.0  # its last answered heartbeat, long ago as far as its budget goes
+    assert not term.valid()
+    term.resign()
+    deadline = time.monotonic() + 5
+    second = None
+    while second is None and time.monotonic() < deadline:
+        second = b.campaign()
+        time.sleep(0.02)  # polling ZooKeeper with a deadline
+    assert second is not None, "the leader znode of a term given up outlived it"
+    assert second.epoch == term.epoch + 1
+
+
 def test_a_session_that_ends_without_resigning_frees_the_election(pair: Any) -> None:
     a, b = pair
     first = a.campaign()
