@@ -108,10 +108,15 @@ class ZooKeeperTerm:
         if not self.held:
             return
         self.held = False
-        # A term past its budget (cut off from ZooKeeper) ends with its session: waiting on
-        # an unreachable ensemble here would only hold up the caller's own failover.
-        if not self._lost and time.monotonic() - self._confirmed_at < self._election.term_budget():
+        if self._lost:
+            return  # our session, and its leader znode, are gone already
+        if time.monotonic() - self._confirmed_at < self._election.term_budget():
             self._election.end_term(self)
+        else:
+            # Past its budget: maybe cut off (waiting on the ensemble would hold up our own
+            # failover), maybe only paused for less than the session timeout, in which case the
+            # session and its leader znode live on and would bar every campaign. Asked, not waited for.
+            self._election.end_term(self, wait=False)
 
 
 class ZooKeeperElection:
@@ -243,14 +248,18 @@ class ZooKeeperElection:
             self._term, self._published, self._pending = term, None, None
         return term
 
-    def end_term(self, term: ZooKeeperTerm) -> None:
+    def end_term(self, term: ZooKeeperTerm, wait: bool = True) -> None:
+        """Delete the leader znode if no campaign came since ``term``'s (the epoch's version says)."""
         try:
-            zk = self.client()
-            self._settle_writes(zk)
+            zk = self.client(connect=wait)
+            if wait:
+                self._settle_writes(zk)
             transaction = zk.transaction()
             transaction.check(self.epoch_path, term.epoch_version)
             transaction.delete(self.leader_path)
-            self._wait(transaction.commit_async(), "end the term")
+            request = transaction.commit_async()
+            if wait:
+                self._wait(request, "end the term")
         except ServerFileError as exc:
             logger.warning("could not end the term in %s (its session's end will): %s", self.description, exc)
         with self._mutex:
