@@ -1,10 +1,14 @@
-"""``python -m tests.faults --minutes N [--seed S] [--lease L] [--clients C] [--servers K]`` (from the repo root)."""
+"""``python -m tests.faults --minutes N [--seed S] [--lease L] [--clients C] [--servers K] [--zookeeper]``
+(from the repo root)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 
 from tests.faults.runner import ScheduleResult, Summary, run_for
 
@@ -36,6 +40,22 @@ def _summary(summary: Summary, elapsed: float) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def _zookeeper(wanted: bool) -> Iterator[str | None]:
+    """``host:port`` of a ZooKeeper started for the run (stopped after it), or None."""
+    if not wanted:
+        yield None
+        return
+    from tests.zkserver import start_zookeeper
+
+    with tempfile.TemporaryDirectory(prefix="pylocker-faults-zk-") as workdir:
+        zookeeper = start_zookeeper(workdir, tick_ms=100)
+        try:
+            yield zookeeper.hosts
+        finally:
+            zookeeper.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__)
     parser.add_argument("--minutes", type=float, default=2.0)
@@ -44,12 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each schedule")
+    parser.add_argument("--zookeeper", action="store_true",
+                        help="elect through a ZooKeeper started for the run (4 s sessions), not a server file")
     args = parser.parse_args(argv)
     started = time.monotonic()
     print(f"fault injection: seed {args.seed}, lease {args.lease}s, {args.clients} clients, "  # noqa: T201 (CLI output)
-          f"{args.servers} candidates, {args.minutes} min", flush=True)
-    summary = run_for(args.minutes, args.seed, args.lease, args.clients, args.servers, args.seconds,
-                      on_result=lambda result: print(_line(result), flush=True))  # noqa: T201 (CLI output)
+          f"{args.servers} candidates, {args.minutes} min{', through ZooKeeper' if args.zookeeper else ''}",
+          flush=True)
+    with _zookeeper(args.zookeeper) as zookeeper:
+        summary = run_for(args.minutes, args.seed, args.lease, args.clients, args.servers, args.seconds,
+                          on_result=lambda result: print(_line(result), flush=True),  # noqa: T201 (CLI output)
+                          zookeeper=zookeeper)
     for line in _summary(summary, time.monotonic() - started):
         print(line)  # noqa: T201 (CLI output)
     failed = bool(summary.violations) or any(r.report.errors or r.crashed for r in summary.results)

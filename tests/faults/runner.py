@@ -70,10 +70,16 @@ def _crashes(directory: str) -> list[str]:
 
 
 def run_schedule(seed: int, seconds: float = 20.0, lease: float = 2.0, clients: int = 3, servers: int = 2,
-                 kinds: tuple[str, ...] = KINDS, keep: str = "failed") -> ScheduleResult:
-    """One cluster, one seeded schedule of about ``seconds``, then stop, recover and check."""
+                 kinds: tuple[str, ...] = KINDS, keep: str = "failed", zookeeper: str | None = None) -> ScheduleResult:
+    """One cluster, one seeded schedule of about ``seconds``, then stop, recover and check.
+
+    ``zookeeper``: ``host:port`` of a ZooKeeper to elect through (a fresh path per schedule,
+    4 s sessions) instead of a server file; the lock-file faults then find nothing to remove.
+    """
     directory = tempfile.mkdtemp(prefix=f"pylocker-faults-{seed}-")
-    cluster = Cluster(directory, lease)
+    url = None if zookeeper is None else \
+        f"zookeeper://{zookeeper}/pylocker/faults-{seed}-{os.path.basename(directory)}?session_timeout=4"
+    cluster = Cluster(directory, lease, election_url=url)
     nemesis = Nemesis(cluster, seed)
     problems: list[str] = []
     recovery = None
@@ -125,13 +131,13 @@ class Summary:
 
 
 def run_for(minutes: float, seed: int, lease: float, clients: int, servers: int, seconds: float = 20.0,
-            on_result: object = None) -> Summary:
+            on_result: object = None, zookeeper: str | None = None) -> Summary:
     """Schedules back to back (seed, seed + 1, ...) until ``minutes`` have passed."""
     summary = Summary()
     end = time.monotonic() + minutes * 60
     current = seed
     while not summary.results or end - time.monotonic() > seconds / 2:
-        result = run_schedule(current, seconds, lease, clients, servers)
+        result = run_schedule(current, seconds, lease, clients, servers, zookeeper=zookeeper)
         summary.results.append(result)
         if callable(on_result):
             on_result(result)
