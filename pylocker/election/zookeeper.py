@@ -260,7 +260,7 @@ class ZooKeeperElection:
             request = transaction.commit_async()
             if wait:
                 self._wait(request, "end the term")
-        except ServerFileError as exc:
+        except Exception as exc:  # noqa: BLE001  ours, or kazoo's for a client closing under us: best effort
             logger.warning("could not end the term in %s (its session's end will): %s", self.description, exc)
         with self._mutex:
             if self._term is term:
