@@ -80,6 +80,17 @@ def _wait_read(election: ZooKeeperElection, predicate: Any, timeout: float = 5.0
     raise AssertionError(f"condition not met within {timeout} s: last read {fingerprint}")
 
 
+def _campaign_within(election: ZooKeeperElection, timeout: float) -> Any:
+    """The term ``election`` wins by campaigning again and again for ``timeout`` s; None if none."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        term = election.campaign()
+        if term is not None:
+            return term
+        time.sleep(0.02)  # polling ZooKeeper with a deadline
+    return None
+
+
 @pytest.fixture
 def pair(zookeeper: Any) -> Any:
     url = _url(zookeeper)
@@ -114,11 +125,7 @@ def test_a_term_given_up_past_its_budget_frees_the_election_while_its_session_li
     term._confirmed_at -= 100.0  # its last answered heartbeat, long ago as far as its budget goes
     assert not term.valid()
     term.resign()
-    deadline = time.monotonic() + 5
-    second = None
-    while second is None and time.monotonic() < deadline:
-        second = b.campaign()
-        time.sleep(0.02)  # polling ZooKeeper with a deadline
+    second = _campaign_within(b, 5)
     assert second is not None, "the leader znode of a term given up outlived it"
     assert second.epoch == term.epoch + 1
 
@@ -128,11 +135,7 @@ def test_a_session_that_ends_without_resigning_frees_the_election(pair: Any) -> 
     first = a.campaign()
     assert first is not None
     a.close()  # the process died: its session (and the ephemeral leader znode) end
-    deadline = time.monotonic() + 10
-    second = None
-    while second is None and time.monotonic() < deadline:
-        second = b.campaign()
-        time.sleep(0.02)
+    second = _campaign_within(b, 10)
     assert second is not None
     assert second.epoch == first.epoch + 1
 
